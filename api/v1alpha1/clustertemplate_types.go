@@ -1,0 +1,87 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ProviderName names the backend that creates a cluster.
+// +kubebuilder:validation:Enum=local
+type ProviderName string
+
+// ProviderLocal runs the cluster as processes on this host.
+const ProviderLocal ProviderName = "local"
+
+// ClusterTemplateSpec describes how to build a cluster. The CLI reads the
+// same schema from `ephemera create cluster -f`.
+type ClusterTemplateSpec struct {
+	// provider names the backend that creates clusters. Defaults to local.
+	// +optional
+	Provider ProviderName `json:"provider,omitempty"`
+
+	// kubernetesVersion is the Kubernetes release, like v1.36.3. Defaults to
+	// the newest release ephemera is tested with. Install it first with
+	// `ephemera kube install --version`.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^v1\.[0-9]+\.[0-9]+$`
+	// +kubebuilder:validation:MaxLength=32
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+
+	// nodes describes the cluster's nodes.
+	// +optional
+	Nodes NodesSpec `json:"nodes,omitempty"`
+
+	// network sets the cluster's address ranges.
+	// +optional
+	Network NetworkSpec `json:"network,omitempty"`
+}
+
+// NodesSpec describes the nodes of a cluster.
+type NodesSpec struct {
+	// simulated is the number of simulated nodes: Node objects kept Ready by
+	// a node simulator, where pods are scheduled and reported Running without
+	// running containers. Defaults to 1.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Simulated *int32 `json:"simulated,omitempty"`
+}
+
+// NetworkSpec sets the address ranges of a cluster.
+type NetworkSpec struct {
+	// serviceSubnet is the CIDR Service ClusterIPs come from. Defaults to
+	// 10.96.0.0/16.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	ServiceSubnet string `json:"serviceSubnet,omitempty"`
+
+	// podSubnet is the CIDR pod IPs come from. Defaults to 10.244.0.0/16.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	PodSubnet string `json:"podSubnet,omitempty"`
+}
+
+// ClusterTemplate is a reusable description of a cluster.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=ct
+// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.provider`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.spec.kubernetesVersion`
+// +kubebuilder:printcolumn:name="Simulated",type=integer,JSONPath=`.spec.nodes.simulated`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ClusterTemplate struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec describes the clusters built from this template.
+	// +required
+	Spec ClusterTemplateSpec `json:"spec"`
+}
+
+// ClusterTemplateList is a list of ClusterTemplates.
+// +kubebuilder:object:root=true
+type ClusterTemplateList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+
+	// items are the templates.
+	Items []ClusterTemplate `json:"items"`
+}

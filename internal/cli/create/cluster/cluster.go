@@ -1,0 +1,127 @@
+// Package cluster is the command that creates a cluster.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	"github.com/ephemera-dev/ephemera/internal/kube"
+	"github.com/ephemera-dev/ephemera/internal/lifecycle"
+	"github.com/ephemera-dev/ephemera/internal/provider/local"
+)
+
+type options struct {
+	file              string
+	simulatedNodes    int32
+	kubernetesVersion string
+	wait              time.Duration
+	retain            bool
+}
+
+// NewCommand returns the create cluster command.
+func NewCommand(e *env.Env) *cobra.Command {
+	opts := &options{}
+	cmd := &cobra.Command{
+		Use:   "cluster [NAME]",
+		Short: "Create a local cluster and wait until it is usable",
+		Long: `Create a cluster: a real Kubernetes control plane (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler) running as local processes, with
+simulated nodes where pods are scheduled and reported Running.
+
+The command returns once the API answers and, within --wait, every node is
+Ready and pods can be created. The cluster keeps running after the command
+exits; remove it with 'ephemera delete cluster NAME'. If creating fails or is
+interrupted (Ctrl-C), the half-created cluster is deleted unless --retain.
+
+NAME must be a DNS-1123 label (lower-case letters, digits and '-', at most 40
+characters). With -f, the file is a ClusterTemplate (apiVersion
+ephemera.dev/v1alpha1); NAME defaults to its metadata.name, and flags override
+its spec.`,
+		Example: `  ephemera create cluster demo --simulated-nodes 3
+  ephemera create cluster old --kubernetes-version v1.35.4
+  ephemera create cluster -f cluster.yaml
+  ephemera create cluster fast --wait 0   # return as soon as the API answers`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			spec, name, err := resolveSpec(cmd, e, opts, name)
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), e, opts, name, spec)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.file, "file", "f", "", "ClusterTemplate YAML file describing the cluster (- for stdin)")
+	cmd.Flags().Int32Var(&opts.simulatedNodes, "simulated-nodes", v1alpha1.DefaultSimulatedNodes, "number of simulated nodes (0 to 1000)")
+	cmd.Flags().StringVar(&opts.kubernetesVersion, "kubernetes-version", "", fmt.Sprintf("Kubernetes release (default %s; see 'ephemera kube list')", kube.DefaultVersion))
+	cmd.Flags().DurationVar(&opts.wait, "wait", 60*time.Second, "how long to wait for nodes Ready and pods creatable after the API answers (0 returns at once)")
+	cmd.Flags().BoolVar(&opts.retain, "retain", false, "keep the cluster if creating it fails, for debugging")
+	return cmd
+}
+
+// resolveSpec merges the file and the flags that were set into one spec.
+func resolveSpec(cmd *cobra.Command, e *env.Env, opts *options, name string) (v1alpha1.ClusterTemplateSpec, string, error) {
+	var spec v1alpha1.ClusterTemplateSpec
+	if opts.file != "" {
+		t, err := readTemplate(opts.file, e.In)
+		if err != nil {
+			return spec, "", err
+		}
+		spec = t.Spec
+		if name == "" {
+			name = t.Name
+		}
+	}
+	if name == "" {
+		return spec, "", errors.New("a cluster name is required: ephemera create cluster NAME (or metadata.name in the -f file)")
+	}
+	if cmd.Flags().Changed("simulated-nodes") {
+		n := opts.simulatedNodes
+		spec.Nodes.Simulated = &n
+	}
+	if cmd.Flags().Changed("kubernetes-version") {
+		spec.KubernetesVersion = opts.kubernetesVersion
+	}
+	if opts.wait < 0 {
+		return spec, "", fmt.Errorf("--wait %s: must not be negative", opts.wait)
+	}
+	return spec, name, nil
+}
+
+func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alpha1.ClusterTemplateSpec) error {
+	p, err := e.Providers().Get(string(orDefault(spec.Provider)))
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	c, err := lifecycle.Create(ctx, p, name, spec, lifecycle.CreateOptions{
+		Wait:     opts.wait,
+		Retain:   opts.retain,
+		Progress: e.Progress(),
+	})
+	if err != nil {
+		return fmt.Errorf("create cluster %q: %w", name, err)
+	}
+	fmt.Fprintf(e.ErrOut, "Cluster %q (Kubernetes %s, %d simulated nodes) is ready in %s.\n\nUse it with:\n", name, c.KubernetesVersion, c.SimulatedNodes, time.Since(started).Round(10*time.Millisecond))
+	if c.KubeconfigPath != "" {
+		fmt.Fprintf(e.ErrOut, "  export KUBECONFIG=%s\nor:\n", c.KubeconfigPath)
+	}
+	fmt.Fprintf(e.ErrOut, "  ephemera get kubeconfig %s > %s.kubeconfig\nDelete it with:\n  ephemera delete cluster %s\n", name, name, name)
+	return nil
+}
+
+func orDefault(p v1alpha1.ProviderName) v1alpha1.ProviderName {
+	if p == "" {
+		return local.Name
+	}
+	return p
+}

@@ -1,0 +1,47 @@
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+)
+
+// readTemplate reads a ClusterTemplate from path ("-" is stdin). Unknown
+// fields, another kind or apiVersion, and malformed YAML are errors that
+// name the file.
+func readTemplate(path string, stdin io.Reader) (*v1alpha1.ClusterTemplate, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read cluster file: %w", err)
+	}
+	t, err := parseTemplate(data)
+	if err != nil {
+		return nil, fmt.Errorf("cluster file %s: %w", path, err)
+	}
+	return t, nil
+}
+
+func parseTemplate(data []byte) (*v1alpha1.ClusterTemplate, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("file is empty: want a %s ClusterTemplate", v1alpha1.GroupVersion)
+	}
+	var t v1alpha1.ClusterTemplate
+	if err := yaml.UnmarshalStrict(data, &t); err != nil {
+		return nil, fmt.Errorf("invalid YAML or unknown field: %w", err)
+	}
+	if t.APIVersion != v1alpha1.GroupVersion.String() || t.Kind != "ClusterTemplate" {
+		return nil, fmt.Errorf("want apiVersion %s and kind ClusterTemplate, got apiVersion %q and kind %q", v1alpha1.GroupVersion, t.APIVersion, t.Kind)
+	}
+	return &t, nil
+}

@@ -1,0 +1,103 @@
+// Package clusters is the command that lists clusters.
+package clusters
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/duration"
+
+	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	"github.com/ephemera-dev/ephemera/internal/cli/printer"
+	"github.com/ephemera-dev/ephemera/internal/provider"
+)
+
+type options struct {
+	output string
+}
+
+// NewCommand returns the get clusters command.
+func NewCommand(e *env.Env) *cobra.Command {
+	opts := &options{}
+	cmd := &cobra.Command{
+		Use:     "clusters [NAME...]",
+		Aliases: []string{"cluster"},
+		Short:   "List clusters with their observed phase",
+		Long: `List clusters with their phase as observed now: Creating, Running, or Broken
+(an interrupted create, a crashed component, processes gone after a reboot).
+Broken clusters are listed, never hidden; 'ephemera delete cluster NAME'
+removes them.`,
+		Example: `  ephemera get clusters
+  ephemera get clusters -o wide
+  ephemera get clusters demo -o yaml`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd.Context(), e, opts, args)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.output, "output", "o", "", "output format: wide, yaml or json")
+	return cmd
+}
+
+func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
+	if err := printer.ValidateFormat(opts.output, printer.Table, printer.Wide, printer.YAML, printer.JSON); err != nil {
+		return err
+	}
+	var all []provider.Cluster
+	for _, p := range e.Providers().All() {
+		if len(names) == 0 {
+			cs, err := p.List(ctx)
+			if err != nil {
+				return err
+			}
+			all = append(all, cs...)
+			continue
+		}
+		for _, n := range names {
+			c, err := p.Get(ctx, n)
+			if err != nil {
+				return err
+			}
+			all = append(all, *c)
+		}
+	}
+	if opts.output == printer.YAML || opts.output == printer.JSON {
+		if all == nil {
+			all = []provider.Cluster{}
+		}
+		return printer.Object(e.Out, opts.output, all)
+	}
+	if len(all) == 0 {
+		fmt.Fprintln(e.ErrOut, "No clusters. Create one with: ephemera create cluster NAME")
+		return nil
+	}
+	header := []string{"NAME", "PROVIDER", "PHASE", "VERSION", "NODES", "AGE"}
+	if opts.output == printer.Wide {
+		header = append(header, "ENDPOINT", "MESSAGE")
+	}
+	rows := make([][]string, 0, len(all))
+	for _, c := range all {
+		age := "-"
+		if !c.CreatedAt.IsZero() {
+			age = duration.HumanDuration(time.Since(c.CreatedAt))
+		}
+		row := []string{c.Name, c.Provider, string(c.Phase), orDash(c.KubernetesVersion), strconv.Itoa(int(c.SimulatedNodes)), age}
+		if opts.output == printer.Wide {
+			row = append(row, orDash(c.Endpoint), orDash(c.Message))
+		}
+		rows = append(rows, row)
+		if c.Phase == provider.PhaseBroken && opts.output != printer.Wide {
+			defer fmt.Fprintf(e.ErrOut, "Cluster %q is Broken: %s\n", c.Name, c.Message)
+		}
+	}
+	return printer.Rows(e.Out, header, rows)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

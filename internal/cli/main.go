@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ephemera-dev/ephemera/internal/cli/create"
+	"github.com/ephemera-dev/ephemera/internal/cli/delete"
+	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	"github.com/ephemera-dev/ephemera/internal/cli/get"
+	"github.com/ephemera-dev/ephemera/internal/cli/kube"
+	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
+	"github.com/ephemera-dev/ephemera/internal/cli/version"
+	kubecache "github.com/ephemera-dev/ephemera/internal/kube"
+	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/provider/local"
+)
+
+// Main runs the command line and returns the exit code. The first Ctrl-C (or
+// SIGTERM) cancels the command's context so it can clean up; a second one
+// kills the program.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() { <-ctx.Done(); stop() }()
+
+	e := &env.Env{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, NewProviders: Providers}
+	if err := NewRootCommand(e).ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(e.ErrOut, "ERROR: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// Providers registers every provider this program offers, explicitly.
+func Providers(e *env.Env) *provider.Registry {
+	self, err := os.Executable()
+	if err != nil {
+		self = os.Args[0]
+	}
+	return provider.NewRegistry(
+		local.New(local.Options{
+			StateDir:   e.StateDir,
+			Cache:      e.Cache(),
+			Supervisor: []string{self, supervise.CommandName},
+		}),
+	)
+}
+
+// NewRootCommand returns the ephemera command with every subcommand.
+func NewRootCommand(e *env.Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ephemera",
+		Short: "Ephemeral, isolated Kubernetes test clusters in seconds",
+		Long: `ephemera creates isolated Kubernetes clusters for tests: a real control plane
+(etcd, kube-apiserver, kube-controller-manager, kube-scheduler) built from
+upstream Kubernetes and run as local processes, with simulated nodes.
+
+Start here:
+  ephemera kube install                          # build Kubernetes once (cached)
+  ephemera create cluster demo --simulated-nodes 3
+  ephemera get kubeconfig demo > demo.kubeconfig
+  kubectl --kubeconfig demo.kubeconfig get nodes
+  ephemera delete cluster demo`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	stateDir, _ := local.DefaultStateDir()
+	cacheDir, _ := kubecache.DefaultCacheDir()
+	cmd.PersistentFlags().StringVar(&e.StateDir, "state-dir", stateDir, "where clusters keep their state (env "+local.StateDirEnv+")")
+	cmd.PersistentFlags().StringVar(&e.CacheDir, "cache-dir", cacheDir, "where built Kubernetes versions are cached (env "+kubecache.CacheDirEnv+")")
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath())
+	})
+	cmd.AddCommand(
+		create.NewCommand(e),
+		delete.NewCommand(e),
+		get.NewCommand(e),
+		kube.NewCommand(e),
+		version.NewCommand(e),
+		supervise.NewCommand(e),
+	)
+	return cmd
+}

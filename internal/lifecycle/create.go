@@ -1,0 +1,189 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/progress"
+	"github.com/ephemera-dev/ephemera/internal/provider"
+)
+
+// DefaultAPITimeout bounds the wait for a new cluster's API to answer.
+const DefaultAPITimeout = 2 * time.Minute
+
+// CreateOptions tune Create.
+type CreateOptions struct {
+	// Wait bounds the wait, after the API answers, for every component to
+	// be healthy, every node Ready and the default service account to
+	// exist. Zero returns as soon as the API answers.
+	Wait time.Duration
+	// APITimeout bounds the wait for the API; DefaultAPITimeout when zero.
+	APITimeout time.Duration
+	// Retain keeps a cluster whose create failed, for debugging; otherwise
+	// it is deleted.
+	Retain bool
+	// Progress receives the steps.
+	Progress progress.Reporter
+}
+
+// ErrNotReady is returned when a cluster does not become ready in time.
+var ErrNotReady = errors.New("cluster not ready")
+
+// Create creates a cluster and waits until it is usable. If anything fails
+// after the provider started creating it, including ctx being cancelled by
+// Ctrl-C, the cluster is deleted unless opts.Retain is set, so nothing is
+// left behind.
+func Create(ctx context.Context, p provider.Provider, name string, spec v1alpha1.ClusterTemplateSpec, opts CreateOptions) (*provider.Cluster, error) {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	if opts.APITimeout == 0 {
+		opts.APITimeout = DefaultAPITimeout
+	}
+	rep.Start(fmt.Sprintf("Preparing cluster %q (%s)", name, describe(spec)))
+	if err := p.Create(ctx, name, spec); err != nil {
+		rep.End(false)
+		return nil, err
+	}
+	c, err := waitReady(ctx, p, name, spec, opts, rep)
+	if err == nil {
+		return c, nil
+	}
+	rep.End(false)
+	if opts.Retain {
+		return nil, fmt.Errorf("%w\n(the cluster was kept because of --retain; remove it with: ephemera delete cluster %s)", err, name)
+	}
+	// ctx may be cancelled already; the cleanup gets its own time.
+	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if derr := p.Delete(cleanup, name); derr != nil {
+		return nil, fmt.Errorf("%w\n(deleting the half-created cluster failed too: %v)", err, derr)
+	}
+	return nil, fmt.Errorf("%w\n(the half-created cluster was deleted; pass --retain to keep it for debugging)", err)
+}
+
+func waitReady(ctx context.Context, p provider.Provider, name string, spec v1alpha1.ClusterTemplateSpec, opts CreateOptions, rep progress.Reporter) (*provider.Cluster, error) {
+	kubeconfig, err := p.Kubeconfig(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	probe, err := newProbe(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	rep.Start("Starting the control plane (etcd, kube-apiserver)")
+	if err := poll(ctx, opts.APITimeout, func(ctx context.Context) (bool, string, error) {
+		c, err := p.Get(ctx, name)
+		if err != nil {
+			return false, "", err
+		}
+		if c.Phase == provider.PhaseBroken {
+			return false, "", brokenError(c)
+		}
+		if err := probe.apiUsable(ctx); err != nil {
+			return false, "kube-apiserver: " + err.Error(), nil
+		}
+		return true, "", nil
+	}, rep); err != nil {
+		return nil, notReady(ctx, p, name, err)
+	}
+	if opts.Wait <= 0 {
+		rep.End(true)
+		return p.Get(ctx, name)
+	}
+	rep.Start(fmt.Sprintf("Waiting for the controllers, %d nodes Ready and the default service account", spec.Nodes.SimulatedCount()))
+	var cluster *provider.Cluster
+	if err := poll(ctx, opts.Wait, func(ctx context.Context) (bool, string, error) {
+		c, err := p.Get(ctx, name)
+		if err != nil {
+			return false, "", err
+		}
+		switch c.Phase {
+		case provider.PhaseBroken:
+			return false, "", brokenError(c)
+		case provider.PhaseCreating:
+			return false, "components: " + c.Message, nil
+		}
+		if msg, err := probe.workloadsReady(ctx, int(c.SimulatedNodes)); err != nil || msg != "" {
+			return false, msg, err
+		}
+		cluster = c
+		return true, "", nil
+	}, rep); err != nil {
+		return nil, notReady(ctx, p, name, err)
+	}
+	rep.End(true)
+	return cluster, nil
+}
+
+// pollInterval is how often waits re-check; short, because every check is
+// a local file read or one request to a local API server.
+const pollInterval = 25 * time.Millisecond
+
+// poll calls check until it reports done, returns an error, the timeout
+// passes or ctx ends. The last "waiting for" message goes to the progress
+// reporter and into the timeout error.
+func poll(ctx context.Context, timeout time.Duration, check func(context.Context) (bool, string, error), rep progress.Reporter) error {
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		done, msg, err := check(ctx)
+		if err != nil || done {
+			return err
+		}
+		if msg != last && msg != "" {
+			rep.Update(msg)
+			last = msg
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w after %s: waiting for %s", ErrNotReady, timeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("interrupted while waiting for %s: %w", last, ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+func brokenError(c *provider.Cluster) error {
+	return fmt.Errorf("%w: cluster %q is broken: %s", ErrNotReady, c.Name, c.Message)
+}
+
+// notReady adds what the provider knows about the components that are not
+// ready, with the end of their logs, to a wait error.
+func notReady(ctx context.Context, p provider.Provider, name string, err error) error {
+	c, gerr := p.Get(context.WithoutCancel(ctx), name)
+	if gerr != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, comp := range c.Components {
+		if comp.Ready {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s is not ready: %s", comp.Name, comp.Message)
+		if comp.Log != "" {
+			if tail := logTail(comp.Log, logTailLines); tail != "" {
+				fmt.Fprintf(&b, "\n--- last lines of %s ---\n%s", comp.Log, tail)
+			}
+		}
+	}
+	if b.Len() == 0 {
+		return err
+	}
+	return fmt.Errorf("%w%s", err, b.String())
+}
+
+func describe(spec v1alpha1.ClusterTemplateSpec) string {
+	v := spec.KubernetesVersion
+	if v == "" {
+		v = "default version"
+	}
+	return fmt.Sprintf("Kubernetes %s, %d simulated nodes", v, spec.Nodes.SimulatedCount())
+}

@@ -1,0 +1,174 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"time"
+)
+
+// Validity periods. Clusters are short-lived; a year leaves room for held ones.
+const (
+	caValidity   = 10 * 365 * 24 * time.Hour
+	leafValidity = 365 * 24 * time.Hour
+	// backdate absorbs clock skew between the host and anything verifying.
+	backdate = time.Hour
+)
+
+// Usage says what a leaf certificate is for.
+type Usage int
+
+// Usages of leaf certificates.
+const (
+	// ServerAuth is a TLS serving certificate.
+	ServerAuth Usage = 1 << iota
+	// ClientAuth is a TLS client certificate.
+	ClientAuth
+)
+
+// CA is a certificate authority: a self-signed certificate and its key.
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// NewCA creates a self-signed CA named commonName.
+func NewCA(commonName string, now time.Time) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: commonName},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(caValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("create CA %q: %w", commonName, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key}, nil
+}
+
+// CertSpec describes a leaf certificate.
+type CertSpec struct {
+	// CommonName is the subject CN; Kubernetes reads it as the user name.
+	CommonName string
+	// Organization is the subject O; Kubernetes reads it as the groups.
+	Organization []string
+	// DNSNames and IPs are the subject alternative names of a server.
+	DNSNames []string
+	IPs      []net.IP
+	// Usage is ServerAuth, ClientAuth or both.
+	Usage Usage
+}
+
+// KeyPair is a PEM-encoded certificate and private key.
+type KeyPair struct {
+	CertPEM []byte
+	KeyPEM  []byte
+}
+
+// Issue creates a key and a certificate for spec signed by the CA.
+func (ca *CA) Issue(spec CertSpec, now time.Time) (KeyPair, error) {
+	if spec.Usage == 0 {
+		return KeyPair{}, errors.New("certificate usage is required")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return KeyPair{}, fmt.Errorf("generate key for %q: %w", spec.CommonName, err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return KeyPair{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: spec.CommonName, Organization: spec.Organization},
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     now.Add(leafValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		DNSNames:     spec.DNSNames,
+		IPAddresses:  spec.IPs,
+	}
+	if spec.Usage&ServerAuth != 0 {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	if spec.Usage&ClientAuth != 0 {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return KeyPair{}, fmt.Errorf("sign certificate for %q: %w", spec.CommonName, err)
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return KeyPair{}, err
+	}
+	return KeyPair{CertPEM: EncodeCert(der), KeyPEM: keyPEM}, nil
+}
+
+// CertPEM returns the CA certificate in PEM.
+func (ca *CA) CertPEM() []byte { return EncodeCert(ca.Cert.Raw) }
+
+// KeyPEM returns the CA key in PEM.
+func (ca *CA) KeyPEM() ([]byte, error) { return encodeKey(ca.Key) }
+
+// NewSigningKey returns a PEM private key and its PEM public key, used to
+// sign and verify service account tokens.
+func NewSigningKey() (private, public []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	private, err = encodeKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	return private, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// EncodeCert PEM-encodes a DER certificate.
+func EncodeCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func encodeKey(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+func newSerial() (*big.Int, error) {
+	s, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
+	if err != nil {
+		return nil, fmt.Errorf("generate serial: %w", err)
+	}
+	return s.Add(s, big.NewInt(1)), nil
+}

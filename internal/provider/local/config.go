@@ -1,0 +1,261 @@
+package local
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/ephemera-dev/ephemera/internal/kube"
+	"github.com/ephemera-dev/ephemera/internal/pki"
+)
+
+// Defaults of a cluster's network.
+const (
+	defaultServiceSubnet = "10.96.0.0/16"
+	defaultPodSubnet     = "10.244.0.0/16"
+	clusterDomain        = "cluster.local"
+	localhost            = "127.0.0.1"
+)
+
+// Identities of the components in their client certificates.
+const (
+	adminUser     = "ephemera-admin"
+	kcmUser       = "system:kube-controller-manager"
+	schedulerUser = "system:kube-scheduler"
+	kwokUser      = "ephemera:node-simulator"
+	mastersGroup  = "system:masters"
+)
+
+// writePKI creates the cluster's CAs, serving and client certificates and
+// the service account signing key under dir/pki, and returns the cluster CA.
+func writePKI(dir, serviceSubnet string, now time.Time) (*pki.CA, error) {
+	pkiPath := filepath.Join(dir, pkiDir)
+	if err := os.MkdirAll(pkiPath, 0o700); err != nil {
+		return nil, err
+	}
+	ca, err := pki.NewCA("ephemera-ca", now)
+	if err != nil {
+		return nil, err
+	}
+	etcdCA, err := pki.NewCA("ephemera-etcd-ca", now)
+	if err != nil {
+		return nil, err
+	}
+	apiIP, err := firstServiceIP(serviceSubnet)
+	if err != nil {
+		return nil, err
+	}
+	type issue struct {
+		file string
+		ca   *pki.CA
+		spec pki.CertSpec
+	}
+	loopback := []net.IP{net.ParseIP(localhost)}
+	issues := []issue{
+		{"apiserver", ca, pki.CertSpec{
+			CommonName: "kube-apiserver",
+			DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + clusterDomain},
+			IPs:        append(loopback, apiIP),
+			Usage:      pki.ServerAuth,
+		}},
+		{"etcd-server", etcdCA, pki.CertSpec{CommonName: "etcd", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth | pki.ClientAuth}},
+		{"apiserver-etcd-client", etcdCA, pki.CertSpec{CommonName: "kube-apiserver-etcd-client", Usage: pki.ClientAuth}},
+		{"kube-controller-manager-server", ca, pki.CertSpec{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
+		{"kube-scheduler-server", ca, pki.CertSpec{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
+	}
+	files := map[string][]byte{"ca.crt": ca.CertPEM(), "etcd-ca.crt": etcdCA.CertPEM()}
+	if files["ca.key"], err = ca.KeyPEM(); err != nil {
+		return nil, err
+	}
+	for _, is := range issues {
+		kp, err := is.ca.Issue(is.spec, now)
+		if err != nil {
+			return nil, err
+		}
+		files[is.file+".crt"], files[is.file+".key"] = kp.CertPEM, kp.KeyPEM
+	}
+	if files["sa.key"], files["sa.pub"], err = pki.NewSigningKey(); err != nil {
+		return nil, err
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(pkiPath, name), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return ca, nil
+}
+
+// writeKubeconfigs writes the admin kubeconfig and one per component, each
+// with its own client certificate.
+func writeKubeconfigs(dir string, ca *pki.CA, name, endpoint string, now time.Time) error {
+	users := []struct {
+		file string
+		cn   string
+		orgs []string
+	}{
+		{kubeconfigFile, adminUser, []string{mastersGroup}},
+		{"kube-controller-manager.kubeconfig", kcmUser, nil},
+		{"kube-scheduler.kubeconfig", schedulerUser, nil},
+		{"kwok.kubeconfig", kwokUser, []string{mastersGroup}},
+	}
+	for _, u := range users {
+		kp, err := ca.Issue(pki.CertSpec{CommonName: u.cn, Organization: u.orgs, Usage: pki.ClientAuth}, now)
+		if err != nil {
+			return err
+		}
+		cfg := kubeconfig(name, endpoint, ca.CertPEM(), kp)
+		if err := clientcmd.WriteToFile(*cfg, filepath.Join(dir, u.file)); err != nil {
+			return fmt.Errorf("write %s: %w", u.file, err)
+		}
+	}
+	return nil
+}
+
+// kubeconfig returns a kubeconfig with one context named ephemera-<name>.
+func kubeconfig(name, endpoint string, caPEM []byte, kp pki.KeyPair) *clientcmdapi.Config {
+	ctxName := "ephemera-" + name
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[ctxName] = &clientcmdapi.Cluster{Server: endpoint, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos[ctxName] = &clientcmdapi.AuthInfo{ClientCertificateData: kp.CertPEM, ClientKeyData: kp.KeyPEM}
+	cfg.Contexts[ctxName] = &clientcmdapi.Context{Cluster: ctxName, AuthInfo: ctxName}
+	cfg.CurrentContext = ctxName
+	return cfg
+}
+
+// firstServiceIP returns the ClusterIP of the kubernetes Service: the first
+// address of the service subnet.
+func firstServiceIP(subnet string) (net.IP, error) {
+	prefix, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return nil, fmt.Errorf("service subnet %q: %w", subnet, err)
+	}
+	return net.IP(prefix.Masked().Addr().Next().AsSlice()), nil
+}
+
+// plan returns the supervised components of a cluster: their command lines,
+// health URLs and start order.
+func plan(dir string, inst *kube.Installation, ps ports, serviceSubnet, podSubnet string) []component {
+	p := func(name string) string { return filepath.Join(dir, pkiDir, name) }
+	f := func(name string) string { return filepath.Join(dir, name) }
+	addr := func(port int) string { return net.JoinHostPort(localhost, strconv.Itoa(port)) }
+	etcdURL := "https://" + addr(ps.EtcdClient)
+	peerURL := "http://" + addr(ps.EtcdPeer)
+
+	etcd := component{
+		Name: kube.Etcd,
+		Args: []string{
+			inst.Bin(kube.Etcd),
+			"--name=default",
+			"--data-dir=" + f("etcd"),
+			"--listen-client-urls=" + etcdURL,
+			"--advertise-client-urls=" + etcdURL,
+			"--listen-peer-urls=" + peerURL,
+			"--initial-advertise-peer-urls=" + peerURL,
+			"--initial-cluster=default=" + peerURL,
+			"--cert-file=" + p("etcd-server.crt"),
+			"--key-file=" + p("etcd-server.key"),
+			"--trusted-ca-file=" + p("etcd-ca.crt"),
+			"--client-cert-auth=true",
+			// A throwaway cluster needs no durability.
+			"--unsafe-no-fsync=true",
+			"--log-level=warn",
+		},
+	}
+	apiserver := component{
+		Name: kube.APIServer,
+		Args: []string{
+			inst.Bin(kube.APIServer),
+			"--bind-address=" + localhost,
+			"--advertise-address=" + localhost,
+			"--secure-port=" + strconv.Itoa(ps.APIServer),
+			"--etcd-servers=" + etcdURL,
+			"--etcd-cafile=" + p("etcd-ca.crt"),
+			"--etcd-certfile=" + p("apiserver-etcd-client.crt"),
+			"--etcd-keyfile=" + p("apiserver-etcd-client.key"),
+			"--tls-cert-file=" + p("apiserver.crt"),
+			"--tls-private-key-file=" + p("apiserver.key"),
+			"--client-ca-file=" + p("ca.crt"),
+			"--service-account-issuer=https://kubernetes.default.svc." + clusterDomain,
+			"--service-account-key-file=" + p("sa.pub"),
+			"--service-account-signing-key-file=" + p("sa.key"),
+			"--service-cluster-ip-range=" + serviceSubnet,
+			"--authorization-mode=Node,RBAC",
+			"--allow-privileged=true",
+			"--profiling=false",
+		},
+		Health: "https://" + addr(ps.APIServer) + "/readyz",
+	}
+	kcm := component{
+		Name: kube.ControllerManager,
+		Args: []string{
+			inst.Bin(kube.ControllerManager),
+			"--kubeconfig=" + f("kube-controller-manager.kubeconfig"),
+			"--authentication-kubeconfig=" + f("kube-controller-manager.kubeconfig"),
+			"--authorization-kubeconfig=" + f("kube-controller-manager.kubeconfig"),
+			"--bind-address=" + localhost,
+			"--secure-port=" + strconv.Itoa(ps.ControllerManager),
+			"--tls-cert-file=" + p("kube-controller-manager-server.crt"),
+			"--tls-private-key-file=" + p("kube-controller-manager-server.key"),
+			"--client-ca-file=" + p("ca.crt"),
+			"--root-ca-file=" + p("ca.crt"),
+			"--service-account-private-key-file=" + p("sa.key"),
+			"--cluster-signing-cert-file=" + p("ca.crt"),
+			"--cluster-signing-key-file=" + p("ca.key"),
+			"--use-service-account-credentials=true",
+			"--service-cluster-ip-range=" + serviceSubnet,
+			"--cluster-cidr=" + podSubnet,
+			"--allocate-node-cidrs=true",
+			// One instance per cluster: no election to wait for.
+			"--leader-elect=false",
+			"--profiling=false",
+		},
+		Health: "https://" + addr(ps.ControllerManager) + "/healthz",
+		Stage:  1,
+	}
+	scheduler := component{
+		Name: kube.Scheduler,
+		Args: []string{
+			inst.Bin(kube.Scheduler),
+			"--kubeconfig=" + f("kube-scheduler.kubeconfig"),
+			"--authentication-kubeconfig=" + f("kube-scheduler.kubeconfig"),
+			"--authorization-kubeconfig=" + f("kube-scheduler.kubeconfig"),
+			"--bind-address=" + localhost,
+			"--secure-port=" + strconv.Itoa(ps.Scheduler),
+			"--tls-cert-file=" + p("kube-scheduler-server.crt"),
+			"--tls-private-key-file=" + p("kube-scheduler-server.key"),
+			"--leader-elect=false",
+			"--profiling=false",
+		},
+		Health: "https://" + addr(ps.Scheduler) + "/healthz",
+		Stage:  1,
+	}
+	kwok := component{
+		Name: kube.Kwok,
+		Args: []string{
+			inst.Bin(kube.Kwok),
+			"--kubeconfig=" + f("kwok.kubeconfig"),
+			// The default stages, as kwokctl uses them; an explicit config
+			// also keeps ~/.kwok/kwok.yaml out.
+			"--config=" + inst.KwokStages(),
+			"--node-lease-duration-seconds=40",
+			"--manage-all-nodes=false",
+			"--manage-nodes-with-annotation-selector=" + simulatedNodeAnnotation + "=fake",
+			"--manage-nodes-with-label-selector=",
+			"--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+			"--disregard-status-with-label-selector=",
+			"--server-address=" + addr(ps.Kwok),
+			"--cidr=" + podSubnet,
+			"--node-ip=" + localhost,
+		},
+		Health: "http://" + addr(ps.Kwok) + "/healthz",
+		Stage:  1,
+	}
+	return []component{etcd, apiserver, kcm, scheduler, kwok}
+}

@@ -1,0 +1,78 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// processesOf returns the live processes that belong to the cluster in dir:
+// every process whose command line names a path inside dir. Each component's
+// flags and the supervisor's argv do, so this finds them even when no pid
+// was recorded (the supervisor was killed mid-start, say).
+func processesOf(dir string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	prefix := []byte(dir + string(os.PathSeparator))
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(cmdline) == 0 {
+			continue
+		}
+		for _, arg := range bytes.Split(cmdline, []byte{0}) {
+			if bytes.Equal(arg, []byte(dir)) || bytes.Contains(arg, prefix) {
+				if !isZombie(pid) {
+					pids = append(pids, pid)
+				}
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// isZombie reports whether pid has exited but was not reaped yet (or is gone).
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return true
+	}
+	return b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// killAll sends SIGKILL to every process of the cluster, repeating until
+// none is left (a supervisor may start a child between scans) or ctx ends.
+func killAll(ctx context.Context, dir string) error {
+	for {
+		pids := processesOf(dir)
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("processes %v of %s did not exit: %w", pids, dir, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package local
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+)
+
+// Files in a cluster's state dir.
+const (
+	clusterFile    = "cluster.json"    // the plan: spec, ports, component commands
+	statusFile     = "status.json"     // written by the supervisor
+	createLock     = "create.lock"     // held by the process running Create
+	supervisorLock = "supervisor.lock" // held by the supervisor while it lives
+	kubeconfigFile = "kubeconfig"      // admin kubeconfig
+	logsDir        = "logs"
+	pkiDir         = "pki"
+)
+
+// clusterState is the plan of a cluster, written once by Create and read by
+// the supervisor and every later command.
+type clusterState struct {
+	Name              string                       `json:"name"`
+	KubernetesVersion string                       `json:"kubernetesVersion"`
+	Spec              v1alpha1.ClusterTemplateSpec `json:"spec"`
+	CreatedAt         time.Time                    `json:"createdAt"`
+	Endpoint          string                       `json:"endpoint"`
+	Ports             ports                        `json:"ports"`
+	// Supervisor is the argv that runs this cluster's supervisor.
+	Supervisor []string `json:"supervisor"`
+	// Components are started by the supervisor in stage order.
+	Components []component `json:"components"`
+}
+
+// ports are the host ports a cluster listens on, all on 127.0.0.1.
+type ports struct {
+	EtcdClient        int `json:"etcdClient"`
+	EtcdPeer          int `json:"etcdPeer"`
+	APIServer         int `json:"apiServer"`
+	ControllerManager int `json:"controllerManager"`
+	Scheduler         int `json:"scheduler"`
+	Kwok              int `json:"kwok"`
+}
+
+func (p ports) all() []int {
+	return []int{p.EtcdClient, p.EtcdPeer, p.APIServer, p.ControllerManager, p.Scheduler, p.Kwok}
+}
+
+// component is one supervised process.
+type component struct {
+	Name string   `json:"name"`
+	Args []string `json:"args"`
+	// Health is an https URL that answers 200 when the component is up.
+	Health string `json:"health,omitempty"`
+	// Stage 0 starts at once; stage 1 once the API server is usable.
+	Stage int `json:"stage"`
+}
+
+// supervisorStatus is what the supervisor reports about the cluster.
+type supervisorStatus struct {
+	PID        int                        `json:"pid"`
+	Phase      string                     `json:"phase"`
+	Message    string                     `json:"message,omitempty"`
+	StartedAt  time.Time                  `json:"startedAt"`
+	APIReadyAt *time.Time                 `json:"apiReadyAt,omitempty"`
+	ReadyAt    *time.Time                 `json:"readyAt,omitempty"`
+	Components map[string]componentStatus `json:"components"`
+}
+
+// Supervisor phases.
+const (
+	supervisorStarting = "Starting"
+	supervisorRunning  = "Running"
+	supervisorFailed   = "Failed"
+)
+
+type componentStatus struct {
+	PID      int    `json:"pid,omitempty"`
+	Running  bool   `json:"running"`
+	Healthy  bool   `json:"healthy"`
+	Restarts int    `json:"restarts"`
+	LastExit string `json:"lastExit,omitempty"`
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeJSON replaces path atomically so readers never see half a file.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'), 0o644)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

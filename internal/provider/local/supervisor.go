@@ -1,0 +1,339 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ephemera-dev/ephemera/internal/flock"
+)
+
+// Supervisor timings.
+const (
+	apiStartTimeout   = 2 * time.Minute
+	healthTimeout     = 2 * time.Minute
+	healthInterval    = 5 * time.Second
+	pollInterval      = 25 * time.Millisecond
+	minRestartBackoff = 500 * time.Millisecond
+	maxRestartBackoff = 30 * time.Second
+	stopGrace         = 3 * time.Second
+)
+
+// Supervise runs the cluster whose state is in dir until ctx ends: it starts
+// the components in stage order, registers the simulated nodes, restarts any
+// component that exits, and reports progress in status.json. When ctx ends it
+// stops the components. Only one supervisor runs per cluster; a second one
+// returns at once.
+func Supervise(ctx context.Context, dir string) error {
+	lock, err := flock.TryLock(filepath.Join(dir, supervisorLock))
+	if errors.Is(err, flock.ErrLocked) {
+		return fmt.Errorf("cluster in %s is already supervised", dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+
+	var st clusterState
+	if err := readJSON(filepath.Join(dir, clusterFile), &st); err != nil {
+		return fmt.Errorf("read cluster plan: %w", err)
+	}
+	s := &supervisor{
+		dir:   dir,
+		state: st,
+		spawn: make(chan spawnRequest),
+		status: supervisorStatus{
+			PID:        os.Getpid(),
+			Phase:      supervisorStarting,
+			StartedAt:  time.Now(),
+			Components: map[string]componentStatus{},
+		},
+	}
+	if err := s.setupClients(); err != nil {
+		return err
+	}
+	go s.spawner()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	start := func(stage int) {
+		for _, c := range st.Components {
+			if c.Stage == stage {
+				wg.Add(1)
+				go func() { defer wg.Done(); s.keepRunning(runCtx, c) }()
+			}
+		}
+	}
+
+	s.update(func(*supervisorStatus) {})
+	start(0)
+	if err := s.startup(ctx, start); err != nil {
+		s.update(func(st *supervisorStatus) { st.Phase, st.Message = supervisorFailed, err.Error() })
+		fmt.Fprintf(os.Stderr, "startup failed: %v\n", err)
+	}
+	s.watchHealth(ctx)
+	return nil
+}
+
+// startup waits for the API, registers nodes, starts stage 1 and waits until
+// every component is healthy.
+func (s *supervisor) startup(ctx context.Context, start func(stage int)) error {
+	if err := s.waitAPI(ctx); err != nil {
+		return err
+	}
+	apiReady := time.Now()
+	s.update(func(st *supervisorStatus) { st.APIReadyAt = &apiReady })
+	start(1)
+	if err := registerSimulatedNodes(ctx, s.client, s.state.Name, s.state.Spec.Nodes.SimulatedCount()); err != nil {
+		return fmt.Errorf("register simulated nodes: %w", err)
+	}
+	deadline := time.Now().Add(healthTimeout)
+	for {
+		unhealthy := s.checkHealth(ctx)
+		if len(unhealthy) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not healthy after %s: %v", healthTimeout, unhealthy)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(4 * pollInterval):
+		}
+	}
+	ready := time.Now()
+	s.update(func(st *supervisorStatus) { st.Phase, st.Message, st.ReadyAt = supervisorRunning, "", &ready })
+	return nil
+}
+
+type supervisor struct {
+	dir    string
+	state  clusterState
+	spawn  chan spawnRequest
+	client kubernetes.Interface
+	http   *http.Client
+
+	mu      sync.Mutex
+	status  supervisorStatus
+	written []byte
+}
+
+type spawnRequest struct {
+	cmd  *osexec.Cmd
+	done chan error
+}
+
+// spawner starts every child from one OS thread that lives as long as the
+// supervisor: the kernel sends a child its parent-death signal when the
+// thread that forked it ends, not the process.
+func (s *supervisor) spawner() {
+	runtime.LockOSThread()
+	for req := range s.spawn {
+		req.done <- req.cmd.Start()
+	}
+}
+
+func (s *supervisor) setupClients() error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(s.dir, kubeconfigFile))
+	if err != nil {
+		return fmt.Errorf("load admin kubeconfig: %w", err)
+	}
+	cfg.Timeout = 5 * time.Second
+	if s.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(s.dir, pkiDir, "ca.crt"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cert, err := tls.X509KeyPair(cfg.CertData, cfg.KeyData)
+	if err != nil {
+		return err
+	}
+	s.http = &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}},
+	}
+	return nil
+}
+
+// keepRunning runs c until ctx ends, restarting it with backoff whenever it
+// exits.
+func (s *supervisor) keepRunning(ctx context.Context, c component) {
+	backoff := minRestartBackoff
+	for restarts := 0; ; restarts++ {
+		started := time.Now()
+		err := s.runOnce(ctx, c, restarts)
+		if ctx.Err() != nil {
+			return
+		}
+		s.update(func(st *supervisorStatus) {
+			cs := st.Components[c.Name]
+			cs.Running, cs.Healthy, cs.PID, cs.LastExit = false, false, 0, exitMessage(err)
+			st.Components[c.Name] = cs
+		})
+		if time.Since(started) > time.Minute {
+			backoff = minRestartBackoff
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxRestartBackoff)
+	}
+}
+
+func (s *supervisor) runOnce(ctx context.Context, c component, restarts int) error {
+	logFile, err := os.OpenFile(filepath.Join(s.dir, logsDir, c.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "=== ephemera: starting %s (restart %d) at %s\n", c.Name, restarts, time.Now().Format(time.RFC3339Nano))
+	cmd := osexec.Command(c.Args[0], c.Args[1:]...)
+	cmd.Dir = s.dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	req := spawnRequest{cmd: cmd, done: make(chan error, 1)}
+	s.spawn <- req
+	if err := <-req.done; err != nil {
+		return err
+	}
+	s.update(func(st *supervisorStatus) {
+		cs := st.Components[c.Name]
+		cs.PID, cs.Running, cs.Restarts = cmd.Process.Pid, true, restarts
+		st.Components[c.Name] = cs
+	})
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		return err
+	case <-ctx.Done():
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			return err
+		case <-time.After(stopGrace):
+			_ = cmd.Process.Kill()
+			return <-exited
+		}
+	}
+}
+
+func exitMessage(err error) string {
+	if err == nil {
+		return "exited with status 0"
+	}
+	return err.Error()
+}
+
+// waitAPI waits until the API server accepts a namespace (as a dry run: the
+// request passes authentication, admission and validation but stores
+// nothing).
+func (s *supervisor) waitAPI(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, apiStartTimeout)
+	defer cancel()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ephemera-probe"}}
+	var lastErr error
+	for {
+		_, err := s.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kube-apiserver did not accept requests within %s: %v", apiStartTimeout, lastErr)
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// checkHealth probes every component's health URL, records the results and
+// returns the names of the unhealthy ones.
+func (s *supervisor) checkHealth(ctx context.Context) []string {
+	var unhealthy []string
+	for _, c := range s.state.Components {
+		s.mu.Lock()
+		running := s.status.Components[c.Name].Running
+		s.mu.Unlock()
+		ok := running && (c.Health == "" || s.probe(ctx, c.Health))
+		if !ok {
+			unhealthy = append(unhealthy, c.Name)
+		}
+		s.update(func(st *supervisorStatus) {
+			cs := st.Components[c.Name]
+			cs.Healthy = ok
+			st.Components[c.Name] = cs
+		})
+	}
+	return unhealthy
+}
+
+func (s *supervisor) probe(ctx context.Context, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// watchHealth re-probes the components until ctx ends.
+func (s *supervisor) watchHealth(ctx context.Context) {
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.checkHealth(ctx)
+		}
+	}
+}
+
+// update changes the status under the lock and writes it when it changed.
+func (s *supervisor) update(fn func(*supervisorStatus)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(&s.status)
+	b, err := json.Marshal(s.status)
+	if err != nil || bytes.Equal(b, s.written) {
+		return
+	}
+	if err := writeJSON(filepath.Join(s.dir, statusFile), s.status); err != nil {
+		fmt.Fprintf(os.Stderr, "write status: %v\n", err)
+		return
+	}
+	s.written = b
+}

@@ -1,0 +1,102 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+)
+
+// Errors providers return; callers branch on them with errors.Is.
+var (
+	// ErrNotFound: no cluster of that name.
+	ErrNotFound = errors.New("cluster not found")
+	// ErrAlreadyExists: a cluster of that name exists already.
+	ErrAlreadyExists = errors.New("cluster already exists")
+	// ErrUnsupported: the provider cannot do what the spec asks.
+	ErrUnsupported = errors.New("not supported by this provider")
+)
+
+// Phase is the observed state of a cluster.
+type Phase string
+
+// Phases of a cluster, always derived from what is running now.
+const (
+	// PhaseCreating: provisioning is under way.
+	PhaseCreating Phase = "Creating"
+	// PhaseRunning: every component runs and the API answers.
+	PhaseRunning Phase = "Running"
+	// PhaseBroken: the cluster exists but cannot become Running without
+	// help, for example a create that was interrupted or a crashed
+	// component. Delete removes it.
+	PhaseBroken Phase = "Broken"
+)
+
+// Cluster is what a provider observes of one of its clusters.
+type Cluster struct {
+	// Name is the cluster name, a DNS-1123 label.
+	Name string `json:"name"`
+	// Provider names the provider that owns the cluster.
+	Provider string `json:"provider"`
+	// KubernetesVersion is the control plane's release.
+	KubernetesVersion string `json:"kubernetesVersion"`
+	// Phase is the observed state.
+	Phase Phase `json:"phase"`
+	// Message says why the cluster is not Running, when it is not.
+	Message string `json:"message,omitempty"`
+	// Endpoint is the API server URL.
+	Endpoint string `json:"endpoint,omitempty"`
+	// KubeconfigPath is where the provider keeps an admin kubeconfig on
+	// this host, when it keeps one.
+	KubeconfigPath string `json:"kubeconfigPath,omitempty"`
+	// SimulatedNodes is the number of simulated nodes asked for.
+	SimulatedNodes int32 `json:"simulatedNodes"`
+	// CreatedAt is when creation began.
+	CreatedAt time.Time `json:"createdAt"`
+	// Components are the parts the cluster is made of, for diagnosis.
+	Components []Component `json:"components,omitempty"`
+}
+
+// Component is one part of a cluster, such as a control-plane process.
+type Component struct {
+	// Name is the component name, like kube-apiserver.
+	Name string `json:"name"`
+	// Ready says whether the component is up.
+	Ready bool `json:"ready"`
+	// Restarts counts how often the component was restarted.
+	Restarts int `json:"restarts,omitempty"`
+	// Message says what is wrong when not Ready.
+	Message string `json:"message,omitempty"`
+	// Log is where the component logs, if it has a log file.
+	Log string `json:"log,omitempty"`
+}
+
+// Provider creates and deletes clusters on one backend. Every method is safe
+// to call again with the same arguments and takes a context that bounds it.
+// Methods return quickly: Create starts provisioning and returns; callers
+// observe progress with Get.
+type Provider interface {
+	// Name is the provider's registered name, like "local".
+	Name() string
+
+	// Create starts creating a cluster. It returns ErrAlreadyExists when a
+	// cluster of that name exists in any phase, and an error without side
+	// effects when the spec cannot be honoured. When Create returns nil the
+	// cluster exists and Get reports it.
+	Create(ctx context.Context, name string, spec v1alpha1.ClusterTemplateSpec) error
+
+	// Get observes a cluster now. It returns ErrNotFound when there is none.
+	Get(ctx context.Context, name string) (*Cluster, error)
+
+	// List observes every cluster this provider owns, including broken
+	// ones, so that orphans can be found and deleted.
+	List(ctx context.Context) ([]Cluster, error)
+
+	// Kubeconfig returns an admin kubeconfig for the cluster.
+	Kubeconfig(ctx context.Context, name string) ([]byte, error)
+
+	// Delete removes the cluster and everything it runs or holds. Deleting a
+	// cluster that does not exist succeeds.
+	Delete(ctx context.Context, name string) error
+}
