@@ -44,7 +44,10 @@ func processesOf(dir string) []int {
 	return pids
 }
 
-// isZombie reports whether pid has exited but was not reaped yet (or is gone).
+// isZombie reports whether pid has exited (or is gone) and released its
+// resources. A killed multi-threaded process shows its leader as a zombie
+// while other threads still run their exit, holding the shared file table
+// and so its sockets: it counts as exited only once the leader is alone.
 func isZombie(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -55,7 +58,11 @@ func isZombie(pid int) bool {
 	if i < 0 || i+2 >= len(b) {
 		return true
 	}
-	return b[i+2] == 'Z' || b[i+2] == 'X'
+	if b[i+2] != 'Z' && b[i+2] != 'X' {
+		return false
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return err != nil || len(tasks) <= 1
 }
 
 // killAll sends SIGKILL to every process of the cluster, repeating until

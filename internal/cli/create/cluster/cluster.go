@@ -42,7 +42,19 @@ interrupted (Ctrl-C), the half-created cluster is deleted unless --retain.
 NAME must be a DNS-1123 label (lower-case letters, digits and '-', at most 40
 characters). With -f, the file is a ClusterTemplate (apiVersion
 ephemera.dev/v1alpha1); NAME defaults to its metadata.name, and flags override
-its spec.`,
+its spec. A cluster file looks like:
+
+  apiVersion: ephemera.dev/v1alpha1
+  kind: ClusterTemplate
+  metadata:
+    name: demo
+  spec:
+    kubernetesVersion: v1.36.3     # optional; see 'ephemera kube list'
+    nodes:
+      simulated: 3                 # 0 to 1000, default 1
+    network:                       # optional
+      serviceSubnet: 10.96.0.0/16
+      podSubnet: 10.244.0.0/16`,
 		Example: `  ephemera create cluster demo --simulated-nodes 3
   ephemera create cluster old --kubernetes-version v1.35.4
   ephemera create cluster -f cluster.yaml

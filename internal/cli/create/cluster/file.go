@@ -2,10 +2,12 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 
+	"sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
@@ -36,9 +38,17 @@ func parseTemplate(data []byte) (*v1alpha1.ClusterTemplate, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("file is empty: want a %s ClusterTemplate", v1alpha1.GroupVersion)
 	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("invalid YAML: %w", err)
+	}
 	var t v1alpha1.ClusterTemplate
-	if err := yaml.UnmarshalStrict(data, &t); err != nil {
-		return nil, fmt.Errorf("invalid YAML or unknown field: %w", err)
+	strict, err := json.UnmarshalStrict(js, &t, json.DisallowDuplicateFields, json.DisallowUnknownFields)
+	if err != nil {
+		return nil, fmt.Errorf("invalid ClusterTemplate: %w", err)
+	}
+	if len(strict) > 0 {
+		return nil, fmt.Errorf("invalid ClusterTemplate: %w (see 'ephemera create cluster --help' for the schema)", errors.Join(strict...))
 	}
 	if t.APIVersion != v1alpha1.GroupVersion.String() || t.Kind != "ClusterTemplate" {
 		return nil, fmt.Errorf("want apiVersion %s and kind ClusterTemplate, got apiVersion %q and kind %q", v1alpha1.GroupVersion, t.APIVersion, t.Kind)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# setup.sh: make this machine ready to run ephemera: OS packages, the ephemera
+# binary and the Kubernetes versions given as arguments (default: the default
+# version). Everything is cached; a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# OS packages. The control plane and simulated nodes need none beyond Go; the
+# list grows with real nodes.
+packages=(ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo " • Installing OS packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "ERROR: Go is not on PATH; install Go 1.25 or newer" >&2; exit 1; }
+
+echo " • Building bin/ephemera" >&2
+go build -o bin/ephemera ./cmd/ephemera
+
+versions=("$@")
+if ((${#versions[@]} == 0)); then
+  bin/ephemera kube install
+else
+  for v in "${versions[@]}"; do bin/ephemera kube install --version "$v"; done
+fi

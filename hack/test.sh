@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# test.sh: install what is missing (OS packages, both tested Kubernetes
+# versions, cached), then run every test against the real binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hack/setup.sh v1.36.3 v1.35.4
+echo " • Running tests" >&2
+EPHEMERA_BIN="$PWD/bin/ephemera" go test -count=1 -timeout 40m "$@" ./...
