@@ -9,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-
 )
 
 // simulatedNodeAnnotation marks the nodes the simulator (kwok) keeps alive.
@@ -40,7 +39,7 @@ func simulatedNode(name, cluster string) *corev1.Node {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,
 			Annotations: map[string]string{
-				simulatedNodeAnnotation:      "fake",
+				simulatedNodeAnnotation:        "fake",
 				"node.alpha.kubernetes.io/ttl": "0",
 			},
 			Labels: map[string]string{
