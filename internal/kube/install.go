@@ -150,51 +150,50 @@ func (in *Installer) progress() progress.Reporter {
 // Kubernetes repository's own go.mod replaces them with local directories.
 // It returns the etcd version that Kubernetes release depends on.
 func (in *Installer) writeModule(ctx context.Context, goCmd, dir, version string, minor int) (string, error) {
-	p := in.progress()
-	p.Start(fmt.Sprintf("Resolving Kubernetes %s on the Go module proxy", version))
-	upstream, err := downloadGoMod(ctx, goCmd, "k8s.io/kubernetes", version)
-	if err != nil {
-		p.End(false)
-		return "", err
-	}
-	staging := fmt.Sprintf("v0.%d.%s", minor, strings.SplitN(version, ".", 3)[2])
-	mod := new(modfile.File)
-	mod.AddModuleStmt("ephemera.local/kube-" + version)
-	if err := mod.AddGoStmt(upstream.Go.Version); err != nil {
-		return "", err
-	}
-	if err := mod.AddRequire("k8s.io/kubernetes", version); err != nil {
-		return "", err
-	}
 	var etcdVersion string
-	for _, r := range upstream.Require {
-		if r.Mod.Path == "go.etcd.io/etcd/server/v3" {
-			etcdVersion = r.Mod.Version
+	err := in.step(fmt.Sprintf("Resolving Kubernetes %s on the Go module proxy", version), func(progress.Reporter) error {
+		upstream, err := downloadGoMod(ctx, goCmd, "k8s.io/kubernetes", version)
+		if err != nil {
+			return err
 		}
-	}
-	if etcdVersion == "" {
-		p.End(false)
-		return "", fmt.Errorf("k8s.io/kubernetes %s: go.mod names no go.etcd.io/etcd/server/v3", version)
-	}
-	for _, r := range upstream.Replace {
-		if strings.HasPrefix(r.New.Path, "./staging/") {
-			if err := mod.AddReplace(r.Old.Path, "", r.Old.Path, staging); err != nil {
-				return "", err
+		staging := fmt.Sprintf("v0.%d.%s", minor, strings.SplitN(version, ".", 3)[2])
+		mod := new(modfile.File)
+		if err := mod.AddModuleStmt("ephemera.local/kube-" + version); err != nil {
+			return err
+		}
+		if upstream.Go != nil {
+			if err := mod.AddGoStmt(upstream.Go.Version); err != nil {
+				return err
 			}
 		}
-	}
-	b, err := mod.Format()
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), b, 0o644); err != nil {
-		return "", err
-	}
-	p.End(true)
-	return etcdVersion, nil
+		if err := mod.AddRequire("k8s.io/kubernetes", version); err != nil {
+			return err
+		}
+		for _, r := range upstream.Require {
+			if r.Mod.Path == "go.etcd.io/etcd/server/v3" {
+				etcdVersion = r.Mod.Version
+			}
+		}
+		if etcdVersion == "" {
+			return fmt.Errorf("k8s.io/kubernetes %s: go.mod names no go.etcd.io/etcd/server/v3", version)
+		}
+		for _, r := range upstream.Replace {
+			if strings.HasPrefix(r.New.Path, "./staging/") {
+				if err := mod.AddReplace(r.Old.Path, "", r.Old.Path, staging); err != nil {
+					return err
+				}
+			}
+		}
+		b, err := mod.Format()
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, "go.mod"), b, 0o644)
+	})
+	return etcdVersion, err
 }
 
 // ErrUnknownVersion is returned when the module proxy has no such release.
@@ -313,42 +312,62 @@ func versionLDFlags(version string, minor int) string {
 	return b.String()
 }
 
-// ensureKwok builds the node simulator once per cache, shared by all versions.
+// ensureKwok builds the node simulator once per cache, shared by all
+// versions. A lock serialises installs of different versions, which all
+// need it; a dir without both files is a leftover and is rebuilt.
 func (in *Installer) ensureKwok(ctx context.Context, goCmd string) (string, error) {
-	dir := filepath.Join(in.Cache.Dir, "tools", "kwok-"+KwokVersion)
+	tools := filepath.Join(in.Cache.Dir, "tools")
+	dir := filepath.Join(tools, "kwok-"+KwokVersion)
 	bin := filepath.Join(dir, Kwok)
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	p := in.progress()
-	p.Start(fmt.Sprintf("Building the node simulator kwok %s", KwokVersion))
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".kwok-tmp-")
-	if err != nil {
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-			return "", err
-		}
-		if tmp, err = os.MkdirTemp(filepath.Dir(dir), ".kwok-tmp-"); err != nil {
-			return "", err
-		}
-	}
-	defer os.RemoveAll(tmp)
-	cmd := exec.Command(ctx, goCmd, "install", "-trimpath", "-ldflags=-s -w", "sigs.k8s.io/kwok/cmd/kwok@"+KwokVersion)
-	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "CGO_ENABLED=0", "GOFLAGS=")
-	cmd.Stream = func(line string) { p.Update(strings.TrimPrefix(line, "go: ")) }
-	if err := cmd.Run(); err != nil {
-		p.End(false)
-		return "", fmt.Errorf("build kwok %s: %w", KwokVersion, err)
-	}
-	if err := writeKwokStages(ctx, goCmd, filepath.Join(tmp, KwokStagesFile)); err != nil {
-		p.End(false)
+	if err := os.MkdirAll(tools, 0o755); err != nil {
 		return "", err
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		p.End(false)
-		return "", fmt.Errorf("install kwok: %w", err)
+	lock, err := flock.Acquire(ctx, filepath.Join(tools, ".kwok.lock"))
+	if err != nil {
+		return "", fmt.Errorf("wait for another kwok build: %w", err)
 	}
-	p.End(true)
-	return bin, nil
+	defer lock.Unlock()
+	if fileExists(bin) && fileExists(filepath.Join(dir, KwokStagesFile)) {
+		return bin, nil
+	}
+	err = in.step(fmt.Sprintf("Building the node simulator kwok %s", KwokVersion), func(p progress.Reporter) error {
+		tmp, err := os.MkdirTemp(tools, ".kwok-tmp-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		cmd := exec.Command(ctx, goCmd, "install", "-trimpath", "-ldflags=-s -w", "sigs.k8s.io/kwok/cmd/kwok@"+KwokVersion)
+		cmd.Env = append(os.Environ(), "GOBIN="+tmp, "CGO_ENABLED=0", "GOFLAGS=")
+		cmd.Stream = func(line string) { p.Update(strings.TrimPrefix(line, "go: ")) }
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build kwok %s: %w", KwokVersion, err)
+		}
+		if err := writeKwokStages(ctx, goCmd, filepath.Join(tmp, KwokStagesFile)); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, dir); err != nil {
+			return fmt.Errorf("install kwok: %w", err)
+		}
+		return nil
+	})
+	return bin, err
+}
+
+// step reports fn as one progress step that ends with fn's outcome.
+func (in *Installer) step(name string, fn func(progress.Reporter) error) error {
+	p := in.progress()
+	p.Start(name)
+	err := fn(p)
+	p.End(err == nil)
+	return err
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // KwokStagesFile holds the simulator's default node and pod lifecycle

@@ -26,7 +26,7 @@ const (
 // this project can build.
 var ErrInvalidVersion = errors.New("invalid Kubernetes version")
 
-var versionRE = regexp.MustCompile(`^v1\.(\d+)\.(\d+)$`)
+var versionRE = regexp.MustCompile(`^v1\.(0|[1-9]\d*)\.(0|[1-9]\d*)$`)
 
 // Minor returns the minor number of a version like v1.36.3.
 func Minor(version string) (int, error) {

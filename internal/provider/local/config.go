@@ -165,6 +165,10 @@ func plan(dir string, inst *kube.Installation, ps ports, serviceSubnet, podSubne
 			"--client-cert-auth=true",
 			// A throwaway cluster needs no durability.
 			"--unsafe-no-fsync=true",
+			// A single member elects itself: with the default 1s election
+			// timeout that alone delays the first write by about a second.
+			"--heartbeat-interval=20",
+			"--election-timeout=200",
 			"--log-level=warn",
 		},
 	}

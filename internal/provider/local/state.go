@@ -54,6 +54,8 @@ func (p ports) all() []int {
 type component struct {
 	Name string   `json:"name"`
 	Args []string `json:"args"`
+	// Env is added to the supervisor's environment.
+	Env []string `json:"env,omitempty"`
 	// Health is an https URL that answers 200 when the component is up.
 	Health string `json:"health,omitempty"`
 	// Stage 0 starts at once; stage 1 once the API server is usable.

