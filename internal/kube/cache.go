@@ -27,6 +27,10 @@ var Components = []string{Etcd, APIServer, ControllerManager, Scheduler, Kubectl
 // CacheDirEnv overrides the default cache directory.
 const CacheDirEnv = "EPHEMERA_CACHE_DIR"
 
+// buildRecipe changes whenever Install builds differently; installations
+// made with an older recipe count as not installed and are rebuilt.
+const buildRecipe = 2
+
 // manifestFile marks a finished installation; it is written last, inside a
 // temporary dir that is renamed into place, so a version either is fully
 // installed or is not there at all.
@@ -37,6 +41,8 @@ var ErrNotInstalled = errors.New("Kubernetes version not installed")
 
 // Installation is one installed Kubernetes version.
 type Installation struct {
+	// Recipe is the buildRecipe the installation was made with.
+	Recipe int `json:"recipe"`
 	// Version is the Kubernetes release, like v1.36.3.
 	Version string `json:"version"`
 	// EtcdVersion is the etcd release built alongside.
@@ -114,6 +120,9 @@ func (c Cache) Get(version string) (*Installation, error) {
 	inst, err := readManifest(c.versionDir(version))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s (run: ephemera kube install --version %s)", ErrNotInstalled, version, version)
+	}
+	if err == nil && inst.Recipe < buildRecipe {
+		return nil, fmt.Errorf("%w: %s was built by an older ephemera (run: ephemera kube install --version %s)", ErrNotInstalled, version, version)
 	}
 	return inst, err
 }

@@ -22,6 +22,7 @@ func writeInstall(t *testing.T, cacheDir, name, version string) string {
 	}
 	inst := kube.Installation{
 		Version:       version,
+		Recipe:        kube.BuildRecipe,
 		EtcdVersion:   "v3.6.8",
 		KwokVersion:   kube.KwokVersion,
 		GoVersion:     "go1.26.8",
@@ -52,6 +53,7 @@ func TestCacheGet(t *testing.T) {
 			t.Fatalf("Get: %v", err)
 		}
 		want := &kube.Installation{
+			Recipe:        kube.BuildRecipe,
 			Version:       "v1.35.4",
 			EtcdVersion:   "v3.6.8",
 			KwokVersion:   kube.KwokVersion,
@@ -96,6 +98,20 @@ func TestCacheGet(t *testing.T) {
 		}
 	})
 
+	t.Run("older recipe", func(t *testing.T) {
+		c := kube.Cache{Dir: t.TempDir()}
+		d := filepath.Join(c.Dir, "kube", "v1.36.3")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "install.json"), []byte(`{"recipe":1,"version":"v1.36.3"}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.Get("v1.36.3")
+		if !errors.Is(err, kube.ErrNotInstalled) || !strings.Contains(err.Error(), "older ephemera") {
+			t.Errorf("Get of an installation from an older recipe = %v, want ErrNotInstalled saying so", err)
+		}
+	})
 	t.Run("corrupt manifest", func(t *testing.T) {
 		d := filepath.Join(cache.Dir, "kube", "v1.33.13")
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -78,9 +78,21 @@ func newFakeGo(t *testing.T, build, goMod string) fakeGo {
 	if err := os.WriteFile(goModPath, []byte(goMod), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The upstream main packages the installer copies.
+	k8sDir := filepath.Join(dir, "modcache", "k8s.io", "kubernetes@v1")
+	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		if err := os.MkdirAll(filepath.Join(k8sDir, "cmd", c, "app"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range map[string]string{c + ".go": "package main\n\nfunc main() {}\n", c + "_test.go": "package main\n", "OWNERS": "x\n"} {
+			if err := os.WriteFile(filepath.Join(k8sDir, "cmd", c, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 
 	f := fakeGo{path: filepath.Join(dir, "go"), log: filepath.Join(dir, "go.log")}
-	kubeMod := fmt.Sprintf(`printf '{"Path":"k8s.io/kubernetes","GoMod":"%s"}\n'`, goModPath)
+	kubeMod := fmt.Sprintf(`printf '{"Path":"k8s.io/kubernetes","Dir":"%s","GoMod":"%s"}\n'`, k8sDir, goModPath)
 	if goMod == "" {
 		kubeMod = `printf '{"Path":"k8s.io/kubernetes","Error":"k8s.io/kubernetes@%s: invalid version: unknown revision"}\n' "${4#*@}"; exit 1`
 	}
@@ -311,7 +323,7 @@ func TestInstallSuccess(t *testing.T) {
 		"install -trimpath -ldflags=-s -w sigs.k8s.io/kwok/cmd/kwok@v0.8.0\n",
 		"mod download -json sigs.k8s.io/kwok@v0.8.0\n",
 		"mod download -json k8s.io/kubernetes@v1.36.3\n",
-		"k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3\n",
+		"./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3\n",
 		"-X k8s.io/component-base/version.gitVersion=v1.36.3 ",
 		"-X k8s.io/component-base/version.gitMinor=36 ",
 	} {
@@ -372,6 +384,22 @@ func TestInstallSuccess(t *testing.T) {
 	}
 	if string(stages) != wantStages.String() {
 		t.Errorf("kwok stages =\n%s\nwant\n%s", stages, wantStages.String())
+	}
+
+	// The control plane is built from copies of the upstream main packages
+	// (no tests, no other files) with the GC holiday added.
+	for _, c := range []string{kube.APIServer, kube.ControllerManager, kube.Scheduler} {
+		entries, err := os.ReadDir(filepath.Join(cache.Dir, "build", version, "cmd", c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if want := []string{c + ".go", "zz_ephemera_gc_holiday.go"}; !reflect.DeepEqual(names, want) {
+			t.Errorf("main package of %s holds %q, want %q", c, names, want)
+		}
 	}
 
 	// The generated module pins k8s.io/kubernetes and maps every staging

@@ -1,0 +1,4 @@
+package kube
+
+// BuildRecipe exposes buildRecipe to the external tests.
+const BuildRecipe = buildRecipe
