@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-command -v go >/dev/null || { echo "ERROR: Go is not on PATH; install Go 1.25 or newer" >&2; exit 1; }
+command -v go >/dev/null || { echo "ERROR: Go is not on PATH; install Go 1.26 or newer" >&2; exit 1; }
 
 echo " • Building bin/ephemera" >&2
 go build -o bin/ephemera ./cmd/ephemera

@@ -65,7 +65,7 @@ Start here:
   ephemera kube install                          # build Kubernetes once (cached)
   ephemera create cluster demo --simulated-nodes 3
   ephemera get kubeconfig demo > demo.kubeconfig
-  kubectl --kubeconfig demo.kubeconfig get nodes
+  $(ephemera kube path kubectl) --kubeconfig demo.kubeconfig get nodes
   ephemera delete cluster demo`,
 		SilenceUsage:  true,
 		SilenceErrors: true,

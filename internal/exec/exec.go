@@ -9,7 +9,12 @@ import (
 	osexec "os/exec"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
+
+// waitDelay bounds how long Wait waits for output after cancellation.
+const waitDelay = 2 * time.Second
 
 // maxTail is how much of a failed command's output an error carries.
 const maxTail = 4096
@@ -69,6 +74,11 @@ func (c *Cmd) run(wantStdout bool) ([]byte, error) {
 	cmd := osexec.CommandContext(c.ctx, c.Args[0], c.Args[1:]...)
 	cmd.Env = c.Env
 	cmd.Dir = c.Dir
+	// Cancelling kills the whole process group (go build's compilers
+	// too), and Wait gives up on pipes held by stray children.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = waitDelay
 	var combined, stdout bytes.Buffer
 	sink := &lockedWriter{w: &combined}
 	var w io.Writer = sink
@@ -79,7 +89,7 @@ func (c *Cmd) run(wantStdout bool) ([]byte, error) {
 	}
 	cmd.Stderr = w
 	if wantStdout {
-		cmd.Stdout = io.MultiWriter(&stdout, sink)
+		cmd.Stdout = io.MultiWriter(&stdout, w)
 	} else {
 		cmd.Stdout = w
 	}

@@ -295,33 +295,3 @@ func TestKernelReleasesLockOfKilledHolder(t *testing.T) {
 	l := mustLock(t, path)
 	l.Unlock()
 }
-
-// TestInteropWithFlockCommand checks that the lock is the flock(2) lock
-// other tools see, using util-linux flock when installed.
-func TestInteropWithFlockCommand(t *testing.T) {
-	bin, err := osexec.LookPath("flock")
-	if err != nil {
-		t.Skip("util-linux flock not installed")
-	}
-	path := filepath.Join(t.TempDir(), "x.lock")
-	tryFlock := func() int {
-		// -n: fail at once, -E 99: with this exit code when locked.
-		err := osexec.Command(bin, "-n", "-E", "99", path, "true").Run()
-		var ee *osexec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatalf("run flock: %v", err)
-		}
-		return 0
-	}
-	l := mustLock(t, path)
-	if code := tryFlock(); code != 99 {
-		t.Fatalf("flock(1) while locked exited %d, want 99", code)
-	}
-	l.Unlock()
-	if code := tryFlock(); code != 0 {
-		t.Fatalf("flock(1) after Unlock exited %d, want 0", code)
-	}
-}

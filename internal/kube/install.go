@@ -66,6 +66,7 @@ func (in *Installer) Install(ctx context.Context, version string) (*Installation
 	if inst, err := in.Cache.Get(version); err == nil {
 		return inst, false, nil // another process installed it while we waited
 	}
+	removeStale(in.Cache.versionsDir(), "."+version+".tmp-")
 	goCmd, err := in.goCommand()
 	if err != nil {
 		return nil, false, err
@@ -135,7 +136,7 @@ func (in *Installer) goCommand() (string, error) {
 	}
 	p, err := lookPath(goCmd)
 	if err != nil {
-		return "", fmt.Errorf("the Go toolchain builds Kubernetes and was not found (%w): install Go 1.25 or newer from https://go.dev/dl and put it on PATH", err)
+		return "", fmt.Errorf("the Go toolchain builds Kubernetes and was not found (%w): install Go 1.26 or newer from https://go.dev/dl and put it on PATH", err)
 	}
 	return p, nil
 }
@@ -407,6 +408,7 @@ func (in *Installer) ensureKwok(ctx context.Context, goCmd string) (string, erro
 	if fileExists(bin) && fileExists(filepath.Join(dir, KwokStagesFile)) {
 		return bin, nil
 	}
+	removeStale(tools, ".kwok-tmp-")
 	err = in.step(fmt.Sprintf("Building the node simulator kwok %s", KwokVersion), func(p progress.Reporter) error {
 		tmp, err := os.MkdirTemp(tools, ".kwok-tmp-")
 		if err != nil {
@@ -440,6 +442,17 @@ func (in *Installer) step(name string, fn func(progress.Reporter) error) error {
 	err := fn(p)
 	p.End(err == nil)
 	return err
+}
+
+// removeStale removes temporary build dirs left by a killed install; the
+// caller holds the lock that guards them.
+func removeStale(dir, prefix string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func fileExists(path string) bool {

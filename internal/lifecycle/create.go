@@ -48,6 +48,10 @@ func Create(ctx context.Context, p provider.Provider, name string, spec v1alpha1
 	rep.Start(fmt.Sprintf("Preparing cluster %q (%s)", name, describe(spec)))
 	if err := p.Create(ctx, name, spec); err != nil {
 		rep.End(false)
+		if ctx.Err() != nil {
+			// Providers remove what a failed Create started.
+			return nil, fmt.Errorf("interrupted while preparing the cluster (the half-created cluster was deleted): %w", err)
+		}
 		return nil, err
 	}
 	c, err := waitReady(ctx, p, name, spec, opts, rep)

@@ -27,6 +27,8 @@ const (
 	PhaseCreating Phase = "Creating"
 	// PhaseRunning: every component runs and the API answers.
 	PhaseRunning Phase = "Running"
+	// PhaseDeleting: a delete is under way.
+	PhaseDeleting Phase = "Deleting"
 	// PhaseBroken: the cluster exists but cannot become Running without
 	// help, for example a create that was interrupted or a crashed
 	// component. Delete removes it.

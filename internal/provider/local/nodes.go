@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -17,16 +18,22 @@ const simulatedNodeAnnotation = "kwok.x-k8s.io/node"
 // SimulatedNodeName returns the name of the i-th (1-based) simulated node.
 func SimulatedNodeName(i int) string { return fmt.Sprintf("sim-%d", i) }
 
-// registerSimulatedNodes creates the Node objects the simulator manages. It
-// is safe to call again: existing nodes are left alone.
+// registerSimulatedNodes creates the Node objects the simulator manages,
+// several at a time. It is safe to call again: existing nodes are left
+// alone.
 func registerSimulatedNodes(ctx context.Context, c kubernetes.Interface, cluster string, n int32) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
 	for i := 1; i <= int(n); i++ {
-		node := simulatedNode(SimulatedNodeName(i), cluster)
-		if _, err := c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create node %s: %w", node.Name, err)
-		}
+		g.Go(func() error {
+			node := simulatedNode(SimulatedNodeName(i), cluster)
+			if _, err := c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("create node %s: %w", node.Name, err)
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 func simulatedNode(name, cluster string) *corev1.Node {

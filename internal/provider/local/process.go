@@ -7,18 +7,28 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
 // processesOf returns the live processes that belong to the cluster in dir:
-// every process whose command line names a path inside dir. Each component's
-// flags and the supervisor's argv do, so this finds them even when no pid
-// was recorded (the supervisor was killed mid-start, say).
+// those whose command line names a path inside dir (every component's flags
+// and the supervisor's argv do) and that run in the supervisor's session.
+// The session check spares a user's `tail -f <dir>/logs/...`; it applies
+// whenever the supervisor's pid was recorded, and the supervisor is never
+// started before it is. This finds components even when the supervisor is
+// gone.
 func processesOf(dir string) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
+	}
+	session := -1
+	if b, err := os.ReadFile(filepath.Join(dir, supervisorPIDFile)); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			session = pid
+		}
 	}
 	self := os.Getpid()
 	prefix := []byte(dir + string(os.PathSeparator))
@@ -34,7 +44,7 @@ func processesOf(dir string) []int {
 		}
 		for _, arg := range bytes.Split(cmdline, []byte{0}) {
 			if bytes.Equal(arg, []byte(dir)) || bytes.Contains(arg, prefix) {
-				if !isZombie(pid) {
+				if (session < 0 || sessionOf(pid) == session) && !isZombie(pid) {
 					pids = append(pids, pid)
 				}
 				break
@@ -42,6 +52,28 @@ func processesOf(dir string) []int {
 		}
 	}
 	return pids
+}
+
+// sessionOf returns the session id of pid, or -1.
+func sessionOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	// After the command name: state ppid pgrp session ...
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 4 {
+		return -1
+	}
+	sid, err := strconv.Atoi(f[3])
+	if err != nil {
+		return -1
+	}
+	return sid
 }
 
 // isZombie reports whether pid has exited (or is gone) and released its

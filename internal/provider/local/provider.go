@@ -9,12 +9,16 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/exec"
 	"github.com/ephemera-dev/ephemera/internal/flock"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/provider"
@@ -126,26 +130,17 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(p.clustersDir(), 0o755); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
 	dir := p.clusterDir(name)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%w: %q (delete it first: ephemera delete cluster %s)", provider.ErrAlreadyExists, name, name)
-		}
-		return fmt.Errorf("create cluster dir: %w", err)
-	}
-	// Until the supervisor runs, this lock tells others a create is under
-	// way; if this process dies, the kernel drops it and the cluster shows
-	// as broken.
-	lock, err := flock.TryLock(filepath.Join(dir, createLock))
+	// The create lock tells others a create is under way; if this process
+	// dies, the kernel drops it and the cluster shows as broken.
+	lock, err := p.reserve(name)
 	if err != nil {
 		return err
 	}
 	defer lock.Unlock()
 	defer func() {
 		if err != nil {
+			_ = killAll(context.WithoutCancel(ctx), dir)
 			_ = os.RemoveAll(dir)
 		}
 	}()
@@ -171,7 +166,6 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 			return err
 		}
 	}
-	supervisorArgv := append(append([]string{}, p.supervisor...), dir)
 	err = p.allocatePorts(ctx, func(ps ports) error {
 		endpoint := "https://" + localhost + ":" + strconv.Itoa(ps.APIServer)
 		if err := writeKubeconfigs(dir, ca, name, endpoint, now); err != nil {
@@ -184,28 +178,79 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 			CreatedAt:         now.UTC(),
 			Endpoint:          endpoint,
 			Ports:             ps,
-			Supervisor:        supervisorArgv,
 			Components:        plan(dir, inst, ps, spec.Network.ServiceSubnet, spec.Network.PodSubnet),
 		})
 	})
 	if err != nil {
 		return fmt.Errorf("plan cluster %q: %w", name, err)
 	}
-	return p.startSupervisor(dir, supervisorArgv)
+	return p.startSupervisor(ctx, dir)
+}
+
+// reserve creates the cluster's dir with the create lock already held in
+// it: the dir is made under a hidden name, locked, then renamed into place
+// unless the name is taken. Nobody ever sees the dir without the lock.
+func (p *Provider) reserve(name string) (*flock.Lock, error) {
+	if err := os.MkdirAll(p.clustersDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	p.removeStaleReservations()
+	tmp, err := os.MkdirTemp(p.clustersDir(), "."+name+reservationSuffix)
+	if err != nil {
+		return nil, fmt.Errorf("create cluster dir: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	lock, err := flock.TryLock(filepath.Join(tmp, createLock))
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, fmt.Errorf("lock new cluster dir: %w", err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p.clusterDir(name), unix.RENAME_NOREPLACE); err != nil {
+		lock.Unlock()
+		_ = os.RemoveAll(tmp)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			return nil, fmt.Errorf("%w: %q (delete it first: ephemera delete cluster %s)", provider.ErrAlreadyExists, name, name)
+		}
+		return nil, fmt.Errorf("create cluster dir: %w", err)
+	}
+	return lock, nil
+}
+
+// reservationSuffix marks a cluster dir that is being reserved.
+const reservationSuffix = ".reserving-"
+
+// removeStaleReservations removes reservations whose creator died between
+// making and renaming them.
+func (p *Provider) removeStaleReservations() {
+	entries, _ := os.ReadDir(p.clustersDir())
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), reservationSuffix) {
+			dir := filepath.Join(p.clustersDir(), e.Name())
+			if !flock.Held(filepath.Join(dir, createLock)) {
+				_ = os.RemoveAll(dir)
+			}
+		}
+	}
 }
 
 // startSupervisor starts the supervisor in its own session, detached from
 // the caller's terminal, so the cluster outlives the caller and a Ctrl-C in
-// the terminal does not reach it.
-func (p *Provider) startSupervisor(dir string, argv []string) error {
-	if len(argv) < 2 {
+// the terminal does not reach it. It returns once the supervisor holds its
+// lock, so no observer ever sees the cluster with neither lock held. On
+// failure the caller kills what was started (see killAll).
+func (p *Provider) startSupervisor(ctx context.Context, dir string) error {
+	if len(p.supervisor) == 0 {
 		return errors.New("no supervisor command configured")
 	}
-	logFile, err := os.OpenFile(filepath.Join(dir, logsDir, "supervisor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logPath := filepath.Join(dir, logsDir, "supervisor.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
+	argv := append(append([]string{}, p.supervisor...), dir)
 	cmd := osexec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -213,22 +258,33 @@ func (p *Provider) startSupervisor(dir string, argv []string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start supervisor: %w", err)
 	}
+	// Its pid is the session id of every process of the cluster.
+	if err := os.WriteFile(filepath.Join(dir, supervisorPIDFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
 	exited := make(chan error, 1)
 	// Reap it if it exits while we live; otherwise init adopts it.
 	go func() { exited <- cmd.Wait() }()
-	// Return only once the supervisor holds its lock, so that no observer
-	// ever sees the cluster with neither lock held.
 	deadline := time.After(supervisorStartTimeout)
 	for !flock.Held(filepath.Join(dir, supervisorLock)) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("supervisor exited at start (%v); see %s", err, logFile.Name())
+			return fmt.Errorf("supervisor exited at start (%v):\n%s", err, tailOf(logPath))
 		case <-deadline:
-			return fmt.Errorf("supervisor did not start within %s; see %s", supervisorStartTimeout, logFile.Name())
+			return fmt.Errorf("supervisor did not start within %s:\n%s", supervisorStartTimeout, tailOf(logPath))
+		case <-ctx.Done():
+			return fmt.Errorf("start supervisor: %w", ctx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
 	return nil
+}
+
+// tailOf returns the end of a log file, for errors.
+func tailOf(path string) string {
+	b, _ := os.ReadFile(path)
+	return exec.Tail(strings.TrimSpace(string(b)), 2048)
 }
 
 // Get implements provider.Provider.
@@ -254,7 +310,7 @@ func (p *Provider) List(_ context.Context) ([]provider.Cluster, error) {
 	}
 	var out []provider.Cluster
 	for _, e := range entries {
-		if e.IsDir() {
+		if e.IsDir() && validation.IsDNS1123Label(e.Name()) == nil {
 			out = append(out, *p.observe(e.Name(), filepath.Join(p.clustersDir(), e.Name())))
 		}
 	}
@@ -274,9 +330,10 @@ func (p *Provider) Kubeconfig(ctx context.Context, name string) ([]byte, error) 
 	return b, err
 }
 
-// Delete implements provider.Provider. It waits for a create under way in
-// another process to finish starting, kills every process of the cluster
-// and removes its dir. Ports are free once the processes are gone.
+// Delete implements provider.Provider. It marks the cluster as deleting,
+// waits for a create under way in another process to finish starting,
+// kills every process of the cluster and removes its dir. Ports are free
+// once the processes are gone.
 func (p *Provider) Delete(ctx context.Context, name string) error {
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
 		return nil // no such cluster can exist
@@ -287,18 +344,23 @@ func (p *Provider) Delete(ctx context.Context, name string) error {
 	}
 	lockCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	lock, err := flock.Acquire(lockCtx, filepath.Join(dir, createLock))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete cluster %q: wait for its create to finish starting: %w", name, err)
+	deleting, err := flock.Acquire(lockCtx, filepath.Join(dir, deleteLock))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // deleted by someone else meanwhile
 	}
-	defer lock.Unlock()
+	if err != nil {
+		return fmt.Errorf("wait for another delete: %w", err)
+	}
+	defer deleting.Unlock()
+	creating, err := flock.Acquire(lockCtx, filepath.Join(dir, createLock))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("wait for its create to finish starting: %w", err)
+	}
+	defer creating.Unlock()
 	killCtx, cancelKill := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelKill()
 	if err := killAll(killCtx, dir); err != nil {
-		return fmt.Errorf("delete cluster %q: %w", name, err)
+		return err
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("delete cluster %q: %w", name, err)
-	}
-	return nil
+	return os.RemoveAll(dir)
 }

@@ -12,13 +12,15 @@ import (
 
 // Files in a cluster's state dir.
 const (
-	clusterFile    = "cluster.json"    // the plan: spec, ports, component commands
-	statusFile     = "status.json"     // written by the supervisor
-	createLock     = "create.lock"     // held by the process running Create
-	supervisorLock = "supervisor.lock" // held by the supervisor while it lives
-	kubeconfigFile = "kubeconfig"      // admin kubeconfig
-	logsDir        = "logs"
-	pkiDir         = "pki"
+	clusterFile       = "cluster.json"    // the plan: spec, ports, component commands
+	statusFile        = "status.json"     // written by the supervisor
+	createLock        = "create.lock"     // held by the process running Create
+	deleteLock        = "delete.lock"     // held by the process running Delete
+	supervisorPIDFile = "supervisor.pid"  // the session id of the cluster's processes
+	supervisorLock    = "supervisor.lock" // held by the supervisor while it lives
+	kubeconfigFile    = "kubeconfig"      // admin kubeconfig
+	logsDir           = "logs"
+	pkiDir            = "pki"
 )
 
 // clusterState is the plan of a cluster, written once by Create and read by
@@ -30,8 +32,6 @@ type clusterState struct {
 	CreatedAt         time.Time                    `json:"createdAt"`
 	Endpoint          string                       `json:"endpoint"`
 	Ports             ports                        `json:"ports"`
-	// Supervisor is the argv that runs this cluster's supervisor.
-	Supervisor []string `json:"supervisor"`
 	// Components are started by the supervisor in stage order.
 	Components []component `json:"components"`
 }
@@ -56,7 +56,7 @@ type component struct {
 	Args []string `json:"args"`
 	// Env is added to the supervisor's environment.
 	Env []string `json:"env,omitempty"`
-	// Health is an https URL that answers 200 when the component is up.
+	// Health is a URL that answers 200 when the component is up.
 	Health string `json:"health,omitempty"`
 	// Stage 0 starts at once; stage 1 once the API server is usable.
 	Stage int `json:"stage"`

@@ -14,6 +14,11 @@ import (
 // command is trusted on its own.
 func (p *Provider) observe(name, dir string) *provider.Cluster {
 	c := &provider.Cluster{Name: name, Provider: Name}
+	defer func() {
+		if flock.Held(filepath.Join(dir, deleteLock)) {
+			c.Phase, c.Message = provider.PhaseDeleting, "stopping its processes and removing its files"
+		}
+	}()
 	creating := flock.Held(filepath.Join(dir, createLock))
 	var st clusterState
 	if err := readJSON(filepath.Join(dir, clusterFile), &st); err != nil {

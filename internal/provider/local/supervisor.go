@@ -67,6 +67,7 @@ func Supervise(ctx context.Context, dir string) error {
 		},
 	}
 	if err := s.setupClients(); err != nil {
+		s.update(func(st *supervisorStatus) { st.Phase, st.Message = supervisorFailed, err.Error() })
 		return err
 	}
 	go s.spawner()
@@ -159,6 +160,9 @@ func (s *supervisor) setupClients() error {
 		return fmt.Errorf("load admin kubeconfig: %w", err)
 	}
 	cfg.Timeout = 5 * time.Second
+	// Registering up to a thousand nodes must not wait on client-side
+	// throttling.
+	cfg.QPS, cfg.Burst = 500, 1000
 	if s.client, err = kubernetes.NewForConfig(cfg); err != nil {
 		return err
 	}

@@ -123,7 +123,11 @@ func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alp
 	if err != nil {
 		return fmt.Errorf("create cluster %q: %w", name, err)
 	}
-	fmt.Fprintf(e.ErrOut, "Cluster %q (Kubernetes %s, %d simulated nodes) is ready in %s.\n\nUse it with:\n", name, c.KubernetesVersion, c.SimulatedNodes, time.Since(started).Round(10*time.Millisecond))
+	state := "is ready"
+	if opts.wait == 0 {
+		state = "answers (controllers and nodes are still starting)"
+	}
+	fmt.Fprintf(e.ErrOut, "Cluster %q (Kubernetes %s, %d simulated nodes) %s after %s.\n\nUse it with:\n", name, c.KubernetesVersion, c.SimulatedNodes, state, time.Since(started).Round(10*time.Millisecond))
 	if c.KubeconfigPath != "" {
 		fmt.Fprintf(e.ErrOut, "  export KUBECONFIG=%s\nor:\n", c.KubeconfigPath)
 	}

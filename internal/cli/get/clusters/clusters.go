@@ -78,6 +78,7 @@ func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
 		header = append(header, "ENDPOINT", "MESSAGE")
 	}
 	rows := make([][]string, 0, len(all))
+	var notes []string
 	for _, c := range all {
 		age := "-"
 		if !c.CreatedAt.IsZero() {
@@ -89,10 +90,16 @@ func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
 		}
 		rows = append(rows, row)
 		if c.Phase == provider.PhaseBroken && opts.output != printer.Wide {
-			defer fmt.Fprintf(e.ErrOut, "Cluster %q is Broken: %s\n", c.Name, c.Message)
+			notes = append(notes, fmt.Sprintf("Cluster %q is Broken: %s", c.Name, c.Message))
 		}
 	}
-	return printer.Rows(e.Out, header, rows)
+	if err := printer.Rows(e.Out, header, rows); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintln(e.ErrOut, n)
+	}
+	return nil
 }
 
 func orDash(s string) string {
