@@ -29,7 +29,7 @@ const CacheDirEnv = "EPHEMERA_CACHE_DIR"
 
 // buildRecipe changes whenever Install builds differently; installations
 // made with an older recipe count as not installed and are rebuilt.
-const buildRecipe = 2
+const buildRecipe = 3
 
 // manifestFile marks a finished installation; it is written last, inside a
 // temporary dir that is renamed into place, so a version either is fully

@@ -61,9 +61,14 @@ type Options struct {
 	Supervisor []string
 }
 
-// New returns a local provider.
+// New returns a local provider. A relative StateDir is made absolute: the
+// supervisor and the components run in other working dirs.
 func New(opts Options) *Provider {
-	return &Provider{stateDir: opts.StateDir, cache: opts.Cache, supervisor: opts.Supervisor, now: time.Now}
+	stateDir := opts.StateDir
+	if abs, err := filepath.Abs(stateDir); err == nil {
+		stateDir = abs
+	}
+	return &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, now: time.Now}
 }
 
 // DefaultStateDir returns $EPHEMERA_STATE_DIR, else $XDG_STATE_HOME/ephemera,
