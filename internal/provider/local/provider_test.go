@@ -475,3 +475,13 @@ func TestDelete(t *testing.T) {
 		}
 	})
 }
+
+// TestNewMakesStateDirAbsolute: the supervisor and the components run in
+// the cluster dir, so a relative --state-dir must not reach them as is.
+func TestNewMakesStateDirAbsolute(t *testing.T) {
+	t.Chdir(t.TempDir())
+	p := New(Options{StateDir: "rel/state"})
+	if !filepath.IsAbs(p.clusterDir("x")) {
+		t.Errorf("cluster dir %q is relative", p.clusterDir("x"))
+	}
+}
