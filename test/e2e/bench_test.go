@@ -49,37 +49,25 @@ func benchHarness(b *testing.B) *harness {
 // BenchmarkCreateAPIUsable times `create cluster --wait 0`: from starting
 // the CLI to the API server accepting a namespace (the CLI returns then).
 func BenchmarkCreateAPIUsable(b *testing.B) {
-	h := benchHarness(b)
-	var create, del []time.Duration
-	for i := 0; b.Loop(); i++ {
-		name := fmt.Sprintf("api-%d", i)
-		start := time.Now()
-		if r := h.run(context.Background(), "create", "cluster", name, "--wait", "0"); r.err != nil {
-			b.Fatalf("create: %s", r)
-		}
-		create = append(create, time.Since(start))
-		b.StopTimer()
-		start = time.Now()
-		if r := h.run(context.Background(), "delete", "cluster", name); r.err != nil {
-			b.Fatalf("delete: %s", r)
-		}
-		del = append(del, time.Since(start))
-		b.StartTimer()
-	}
-	reportDurations(b, "api-usable", create)
-	reportDurations(b, "delete-starting", del)
+	benchCreateDelete(b, "api-usable", "delete-starting", "--wait", "0")
 }
 
 // BenchmarkCreateReady times a default create with 3 simulated nodes: until
 // every component is healthy, the nodes are Ready and pods can be created;
 // then the delete of that Running cluster.
 func BenchmarkCreateReady(b *testing.B) {
+	benchCreateDelete(b, "ready", "delete", "--simulated-nodes", "3")
+}
+
+// benchCreateDelete times `create cluster NAME createArgs...` (the timed
+// part) and the delete that follows, reporting both as percentiles.
+func benchCreateDelete(b *testing.B, createMetric, deleteMetric string, createArgs ...string) {
 	h := benchHarness(b)
 	var create, del []time.Duration
 	for i := 0; b.Loop(); i++ {
-		name := fmt.Sprintf("ready-%d", i)
+		name := fmt.Sprintf("%s-%d", createMetric, i)
 		start := time.Now()
-		if r := h.run(context.Background(), "create", "cluster", name, "--simulated-nodes", "3"); r.err != nil {
+		if r := h.run(context.Background(), append([]string{"create", "cluster", name}, createArgs...)...); r.err != nil {
 			b.Fatalf("create: %s", r)
 		}
 		create = append(create, time.Since(start))
@@ -91,8 +79,8 @@ func BenchmarkCreateReady(b *testing.B) {
 		del = append(del, time.Since(start))
 		b.StartTimer()
 	}
-	reportDurations(b, "ready", create)
-	reportDurations(b, "delete", del)
+	reportDurations(b, createMetric, create)
+	reportDurations(b, deleteMetric, del)
 }
 
 // BenchmarkIdleMemory creates one cluster with 3 simulated nodes, lets it

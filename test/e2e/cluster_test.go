@@ -306,3 +306,36 @@ func TestBadInputChangesNothing(t *testing.T) {
 		t.Errorf("the existing cluster was disturbed: %+v", c)
 	}
 }
+
+// TestConcurrentCreatesOfOneName races several creates of the same name:
+// exactly one wins, the others are told the name is taken, and the winner's
+// cluster is whole.
+func TestConcurrentCreatesOfOneName(t *testing.T) {
+	h := newHarness(t)
+	const n = 4
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = h.run(context.Background(), "create", "cluster", "same", "--wait", "0")
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for _, r := range results {
+		switch {
+		case r.err == nil:
+			won++
+		case !strings.Contains(r.stderr, `cluster already exists: "same"`):
+			t.Errorf("a losing create failed for another reason:\n%s", r)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d creates succeeded, want exactly 1", won)
+	}
+	if out, err := h.kubectl(newVersion, "same", "create", "namespace", "works"); err != nil {
+		t.Errorf("the winning cluster does not work: %v\n%s", err, out)
+	}
+}

@@ -87,23 +87,41 @@ func Supervise(ctx context.Context, dir string) error {
 
 	s.update(func(*supervisorStatus) {})
 	start(0)
-	if err := s.startup(ctx, start); err != nil {
-		s.update(func(st *supervisorStatus) { st.Phase, st.Message = supervisorFailed, err.Error() })
-		fmt.Fprintf(os.Stderr, "startup failed: %v\n", err)
+	var startedLate sync.Once
+	startLate := func() { startedLate.Do(func() { start(1) }) }
+	// A start-up that fails (a slow machine, an API server that needed a
+	// restart) is reported as Failed and tried again: the cluster becomes
+	// Running if it recovers.
+	for backoff := 5 * time.Second; ; backoff = min(2*backoff, maxRestartBackoff) {
+		err := s.startup(ctx, startLate)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		msg := fmt.Sprintf("%v (retrying in %s)", err, backoff)
+		s.update(func(st *supervisorStatus) { st.Phase, st.Message = supervisorFailed, msg })
+		fmt.Fprintf(os.Stderr, "start-up failed: %s\n", msg)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
 	}
 	s.watchHealth(ctx)
 	return nil
 }
 
-// startup waits for the API, registers nodes, starts stage 1 and waits until
-// every component is healthy.
-func (s *supervisor) startup(ctx context.Context, start func(stage int)) error {
+// startup waits for the API, starts the late components (once), registers
+// the nodes and waits until every component is healthy.
+func (s *supervisor) startup(ctx context.Context, startLate func()) error {
 	if err := s.waitAPI(ctx); err != nil {
 		return err
 	}
 	apiReady := time.Now()
-	s.update(func(st *supervisorStatus) { st.APIReadyAt = &apiReady })
-	start(1)
+	s.update(func(st *supervisorStatus) {
+		if st.APIReadyAt == nil {
+			st.APIReadyAt = &apiReady
+		}
+	})
+	startLate()
 	if err := registerSimulatedNodes(ctx, s.client, s.state.Name, s.state.Spec.Nodes.SimulatedCount()); err != nil {
 		return fmt.Errorf("register simulated nodes: %w", err)
 	}
