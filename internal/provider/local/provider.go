@@ -226,16 +226,26 @@ func (p *Provider) reserve(name string) (*flock.Lock, error) {
 // reservationSuffix marks a cluster dir that is being reserved.
 const reservationSuffix = ".reserving-"
 
+// staleReservation is the age after which an unlocked reservation is
+// leftover: a live one is renamed within milliseconds, but is briefly
+// unlocked between being made and being locked.
+const staleReservation = time.Minute
+
 // removeStaleReservations removes reservations whose creator died between
 // making and renaming them.
 func (p *Provider) removeStaleReservations() {
 	entries, _ := os.ReadDir(p.clustersDir())
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), reservationSuffix) {
-			dir := filepath.Join(p.clustersDir(), e.Name())
-			if !flock.Held(filepath.Join(dir, createLock)) {
-				_ = os.RemoveAll(dir)
-			}
+		if !strings.HasPrefix(e.Name(), ".") || !strings.Contains(e.Name(), reservationSuffix) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || p.now().Sub(info.ModTime()) < staleReservation {
+			continue
+		}
+		dir := filepath.Join(p.clustersDir(), e.Name())
+		if !flock.Held(filepath.Join(dir, createLock)) {
+			_ = os.RemoveAll(dir)
 		}
 	}
 }
