@@ -12,3 +12,11 @@ func (n NodesSpec) SimulatedCount() int32 {
 	}
 	return *n.Simulated
 }
+
+// ProviderOrDefault returns the provider asked for, or local.
+func (s ClusterTemplateSpec) ProviderOrDefault() ProviderName {
+	if s.Provider == "" {
+		return ProviderLocal
+	}
+	return s.Provider
+}

@@ -22,11 +22,15 @@ const maxTail = 4096
 // Error is returned when an external command fails. It carries the argv and the
 // end of the command's combined output so the user sees why it failed.
 type Error struct {
-	Args   []string
+	// Args is the command's argv.
+	Args []string
+	// Output is its combined stdout and stderr.
 	Output string
-	Err    error
+	// Err is how it failed, usually an *os/exec.ExitError.
+	Err error
 }
 
+// Error implements error: argv, cause and the end of the output.
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("command %q: %v", strings.Join(e.Args, " "), e.Err)
 	if out := strings.TrimSpace(e.Output); out != "" {
@@ -35,6 +39,7 @@ func (e *Error) Error() string {
 	return msg
 }
 
+// Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
 
 // Cmd is one external command. Create it with Command; set Env, Dir and

@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	apiprobe "github.com/ephemera-dev/ephemera/internal/probe"
 )
 
 // logTailLines is how much of a failed component's log an error shows.
@@ -37,13 +39,8 @@ func newProbe(kubeconfig []byte) (*probe, error) {
 	return &probe{client: c}, nil
 }
 
-// apiUsable succeeds once the API server accepts a namespace, as a dry run
-// that stores nothing.
-func (p *probe) apiUsable(ctx context.Context) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ephemera-probe"}}
-	_, err := p.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-	return err
-}
+// apiUsable succeeds once the API server accepts a namespace.
+func (p *probe) apiUsable(ctx context.Context) error { return apiprobe.APIUsable(ctx, p.client) }
 
 // workloadsReady returns what is still missing before pods can run: nodes
 // that are not Ready, or the default service account that pods need. An

@@ -36,8 +36,10 @@ const (
 
 // CA is a certificate authority: a self-signed certificate and its key.
 type CA struct {
+	// Cert is the CA certificate.
 	Cert *x509.Certificate
-	Key  crypto.Signer
+	// Key signs what the CA issues.
+	Key crypto.Signer
 }
 
 // NewCA creates a self-signed CA named commonName.
@@ -76,17 +78,20 @@ type CertSpec struct {
 	CommonName string
 	// Organization is the subject O; Kubernetes reads it as the groups.
 	Organization []string
-	// DNSNames and IPs are the subject alternative names of a server.
+	// DNSNames are DNS subject alternative names of a server.
 	DNSNames []string
-	IPs      []net.IP
+	// IPs are IP subject alternative names of a server.
+	IPs []net.IP
 	// Usage is ServerAuth, ClientAuth or both.
 	Usage Usage
 }
 
 // KeyPair is a PEM-encoded certificate and private key.
 type KeyPair struct {
+	// CertPEM is the certificate.
 	CertPEM []byte
-	KeyPEM  []byte
+	// KeyPEM is its PKCS#8 private key.
+	KeyPEM []byte
 }
 
 // Issue creates a key and a certificate for spec signed by the CA.

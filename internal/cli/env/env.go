@@ -15,10 +15,11 @@ import (
 // Env is handed to every command constructor. Flags of the root command fill
 // StateDir and CacheDir before any command runs.
 type Env struct {
-	// In, Out and ErrOut are the streams: program output goes to Out,
-	// progress and messages to ErrOut.
-	In     io.Reader
-	Out    io.Writer
+	// In is standard input (cluster files given as -f -).
+	In io.Reader
+	// Out receives program output: tables, YAML, JSON, kubeconfigs.
+	Out io.Writer
+	// ErrOut receives progress and messages.
 	ErrOut io.Writer
 	// StateDir holds the clusters of the local provider.
 	StateDir string

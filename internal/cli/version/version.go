@@ -2,6 +2,7 @@
 package version
 
 import (
+	"context"
 	"fmt"
 	"runtime/debug"
 
@@ -17,18 +18,22 @@ func NewCommand(e *env.Env) *cobra.Command {
 		Use:   "version",
 		Short: "Print ephemera's version and its default Kubernetes version",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			v := "(devel)"
-			if info, ok := debug.ReadBuildInfo(); ok {
-				v = info.Main.Version
-				for _, s := range info.Settings {
-					if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-						v += " " + s.Value[:12]
-					}
-				}
-			}
-			_, err := fmt.Fprintf(e.Out, "ephemera %s\ndefault Kubernetes %s\n", v, kube.DefaultVersion)
-			return err
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), e)
 		},
 	}
+}
+
+func run(_ context.Context, e *env.Env) error {
+	v := "(devel)"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		v = info.Main.Version
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " " + s.Value[:12]
+			}
+		}
+	}
+	_, err := fmt.Fprintf(e.Out, "ephemera %s\ndefault Kubernetes %s\n", v, kube.DefaultVersion)
+	return err
 }

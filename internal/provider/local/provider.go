@@ -106,7 +106,7 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 	if len(name) > maxNameLength {
 		return nil, fmt.Errorf("%w name %q: must be no more than %d characters", ErrInvalidSpec, name, maxNameLength)
 	}
-	if spec.Provider != "" && spec.Provider != v1alpha1.ProviderLocal {
+	if spec.ProviderOrDefault() != v1alpha1.ProviderLocal {
 		return nil, fmt.Errorf("%w: provider %q is not %q", ErrInvalidSpec, spec.Provider, Name)
 	}
 	if n := spec.Nodes.SimulatedCount(); n < 0 || n > maxSimulatedNodes {

@@ -17,12 +17,11 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ephemera-dev/ephemera/internal/flock"
+	"github.com/ephemera-dev/ephemera/internal/probe"
 )
 
 // Supervisor timings.
@@ -274,16 +273,13 @@ func exitMessage(err error) string {
 	return err.Error()
 }
 
-// waitAPI waits until the API server accepts a namespace (as a dry run: the
-// request passes authentication, admission and validation but stores
-// nothing).
+// waitAPI waits until the API server is usable (see probe.APIUsable).
 func (s *supervisor) waitAPI(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, apiStartTimeout)
 	defer cancel()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ephemera-probe"}}
 	var lastErr error
 	for {
-		_, err := s.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		err := probe.APIUsable(ctx, s.client)
 		if err == nil {
 			return nil
 		}

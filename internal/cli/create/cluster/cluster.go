@@ -13,7 +13,6 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/lifecycle"
-	"github.com/ephemera-dev/ephemera/internal/provider/local"
 )
 
 type options struct {
@@ -110,7 +109,7 @@ func resolveSpec(cmd *cobra.Command, e *env.Env, opts *options, name string) (v1
 }
 
 func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alpha1.ClusterTemplateSpec) error {
-	p, err := e.Providers().Get(string(orDefault(spec.Provider)))
+	p, err := e.Providers().Get(string(spec.ProviderOrDefault()))
 	if err != nil {
 		return err
 	}
@@ -133,11 +132,4 @@ func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alp
 	}
 	fmt.Fprintf(e.ErrOut, "  ephemera get kubeconfig %s > %s.kubeconfig\nDelete it with:\n  ephemera delete cluster %s\n", name, name, name)
 	return nil
-}
-
-func orDefault(p v1alpha1.ProviderName) v1alpha1.ProviderName {
-	if p == "" {
-		return local.Name
-	}
-	return p
 }
