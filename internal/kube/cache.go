@@ -18,18 +18,24 @@ const (
 	ControllerManager = "kube-controller-manager"
 	Scheduler         = "kube-scheduler"
 	Kubectl           = "kubectl"
+	Kubelet           = "kubelet"
+	Proxy             = "kube-proxy"
 	Kwok              = "kwok"
 )
 
+// builtComponents are the binaries `go build` makes for a version, in the
+// order they are reported.
+var builtComponents = []string{Etcd, APIServer, ControllerManager, Scheduler, Kubelet, Proxy, Kubectl}
+
 // Components lists every binary of an installation.
-var Components = []string{Etcd, APIServer, ControllerManager, Scheduler, Kubectl, Kwok}
+var Components = append(append([]string{}, builtComponents...), Kwok)
 
 // CacheDirEnv overrides the default cache directory.
 const CacheDirEnv = "EPHEMERA_CACHE_DIR"
 
 // buildRecipe changes whenever Install builds differently; installations
 // made with an older recipe count as not installed and are rebuilt.
-const buildRecipe = 3
+const buildRecipe = 4
 
 // manifestFile marks a finished installation; it is written last, inside a
 // temporary dir that is renamed into place, so a version either is fully

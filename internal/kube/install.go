@@ -29,6 +29,8 @@ var mainPackages = map[string]string{
 	ControllerManager: "./cmd/kube-controller-manager",
 	Scheduler:         "./cmd/kube-scheduler",
 	Kubectl:           "k8s.io/kubernetes/cmd/kubectl",
+	Kubelet:           "k8s.io/kubernetes/cmd/kubelet",
+	Proxy:             "k8s.io/kubernetes/cmd/kube-proxy",
 	Etcd:              "go.etcd.io/etcd/server/v3",
 }
 
@@ -99,6 +101,11 @@ func (in *Installer) Install(ctx context.Context, version string) (*Installation
 	// go build names the etcd binary after its module path.
 	if err := os.Rename(filepath.Join(binDir, "server"), filepath.Join(binDir, Etcd)); err != nil {
 		return nil, false, fmt.Errorf("install etcd: %w", err)
+	}
+	for _, c := range builtComponents {
+		if !fileExists(filepath.Join(binDir, c)) {
+			return nil, false, fmt.Errorf("build Kubernetes %s: go build made no %s", version, c)
+		}
 	}
 	if err := linkOrCopy(kwok, filepath.Join(binDir, Kwok)); err != nil {
 		return nil, false, fmt.Errorf("install kwok: %w", err)
@@ -338,12 +345,12 @@ func parseGoMod(path string) (*modfile.File, error) {
 func (in *Installer) build(ctx context.Context, goCmd, modDir, binDir, version string, minor int) error {
 	p := in.progress()
 	pkgs := make([]string, 0, len(mainPackages))
-	for _, c := range []string{APIServer, ControllerManager, Scheduler, Kubectl, Etcd} {
+	for _, c := range builtComponents {
 		pkgs = append(pkgs, mainPackages[c])
 	}
 	env := append(os.Environ(), "GOFLAGS=-mod=mod")
 
-	p.Start(fmt.Sprintf("Building Kubernetes %s from source (%s)", version, strings.Join(componentsBuilt(), ", ")))
+	p.Start(fmt.Sprintf("Building Kubernetes %s from source (%s)", version, strings.Join(builtComponents, ", ")))
 	p.Update(cacheHint())
 	list := exec.Command(ctx, goCmd, append([]string{"list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}"}, pkgs...)...)
 	list.Dir, list.Env = modDir, env
@@ -374,10 +381,6 @@ func (in *Installer) build(ctx context.Context, goCmd, modDir, binDir, version s
 	}
 	p.End(true)
 	return nil
-}
-
-func componentsBuilt() []string {
-	return []string{Etcd, APIServer, ControllerManager, Scheduler, Kubectl}
 }
 
 func cacheHint() string {

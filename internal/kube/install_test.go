@@ -99,7 +99,7 @@ func newFakeGo(t *testing.T, build, goMod string) fakeGo {
 	var buildCmd string
 	switch build {
 	case buildOK:
-		buildCmd = `for b in kube-apiserver kube-controller-manager kube-scheduler kubectl server; do
+		buildCmd = `for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl server; do
 			printf '#!/bin/sh\necho %s\n' "$b" > "$out$b" && chmod +x "$out$b" || exit 5
 		done`
 	case buildFail:
@@ -323,7 +323,7 @@ func TestInstallSuccess(t *testing.T) {
 		"install -trimpath -ldflags=-s -w sigs.k8s.io/kwok/cmd/kwok@v0.8.0\n",
 		"mod download -json sigs.k8s.io/kwok@v0.8.0\n",
 		"mod download -json k8s.io/kubernetes@v1.36.3\n",
-		"./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3\n",
+		"go.etcd.io/etcd/server/v3 ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl\n",
 		"-X k8s.io/component-base/version.gitVersion=v1.36.3 ",
 		"-X k8s.io/component-base/version.gitMinor=36 ",
 	} {

@@ -86,8 +86,8 @@ func waitReady(ctx context.Context, p provider.Provider, name string, spec v1alp
 		if err != nil {
 			return false, "", err
 		}
-		if c.Phase == provider.PhaseBroken {
-			return false, "", brokenError(c)
+		if err := terminal(c); err != nil {
+			return false, "", err
 		}
 		if err := probe.apiUsable(ctx); err != nil {
 			return false, "kube-apiserver: " + err.Error(), nil
@@ -107,10 +107,10 @@ func waitReady(ctx context.Context, p provider.Provider, name string, spec v1alp
 		if err != nil {
 			return false, "", err
 		}
-		switch c.Phase {
-		case provider.PhaseBroken:
-			return false, "", brokenError(c)
-		case provider.PhaseCreating:
+		if err := terminal(c); err != nil {
+			return false, "", err
+		}
+		if c.Phase == provider.PhaseCreating {
 			return false, "components: " + c.Message, nil
 		}
 		if msg, err := probe.workloadsReady(ctx, int(c.SimulatedNodes)); err != nil || msg != "" {
@@ -155,8 +155,15 @@ func poll(ctx context.Context, timeout time.Duration, check func(context.Context
 	}
 }
 
-func brokenError(c *provider.Cluster) error {
-	return fmt.Errorf("%w: cluster %q is broken: %s", ErrNotReady, c.Name, c.Message)
+// terminal returns an error for the phases a wait cannot end well from.
+func terminal(c *provider.Cluster) error {
+	switch c.Phase {
+	case provider.PhaseBroken:
+		return fmt.Errorf("%w: cluster %q is broken: %s", ErrNotReady, c.Name, c.Message)
+	case provider.PhaseDeleting:
+		return fmt.Errorf("%w: cluster %q is being deleted by another command", ErrNotReady, c.Name)
+	}
+	return nil
 }
 
 // notReady adds what the provider knows about the components that are not

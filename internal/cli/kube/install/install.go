@@ -22,9 +22,10 @@ func NewCommand(e *env.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Build Kubernetes components for a version from the Go module proxy",
-		Long: fmt.Sprintf(`Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-kubectl for a Kubernetes release from the Go module proxy, plus the node
-simulator kwok %s, into a versioned cache dir. Nothing is downloaded but Go
+		Long: fmt.Sprintf(`Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the
+node components kubelet and kube-proxy, and kubectl for a Kubernetes release
+from the Go module proxy, plus the node simulator kwok %s, into a versioned
+cache dir. Nothing is downloaded but Go
 modules; no Docker or image registry is needed.
 
 A cold build takes a few minutes and about 3 GB of Go build cache; installing a
