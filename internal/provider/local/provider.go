@@ -200,7 +200,7 @@ func (p *Provider) reserve(name string) (*flock.Lock, error) {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
 	p.removeStaleReservations()
-	tmp, err := os.MkdirTemp(p.clustersDir(), "."+name+reservationSuffix)
+	tmp, err := os.MkdirTemp(p.clustersDir(), "."+name+reservationSuffix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return nil, fmt.Errorf("create cluster dir: %w", err)
 	}
@@ -226,24 +226,23 @@ func (p *Provider) reserve(name string) (*flock.Lock, error) {
 // reservationSuffix marks a cluster dir that is being reserved.
 const reservationSuffix = ".reserving-"
 
-// staleReservation is the age after which an unlocked reservation is
-// leftover: a live one is renamed within milliseconds, but is briefly
-// unlocked between being made and being locked.
-const staleReservation = time.Minute
-
 // removeStaleReservations removes reservations whose creator died between
-// making and renaming them.
+// making and renaming them. A reservation is named after its creator's pid;
+// a live creator's reservation is left alone, however briefly it is
+// unlocked.
 func (p *Provider) removeStaleReservations() {
 	entries, _ := os.ReadDir(p.clustersDir())
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), ".") || !strings.Contains(e.Name(), reservationSuffix) {
+		name := e.Name()
+		i := strings.LastIndex(name, reservationSuffix)
+		if !strings.HasPrefix(name, ".") || i < 0 {
 			continue
 		}
-		info, err := e.Info()
-		if err != nil || p.now().Sub(info.ModTime()) < staleReservation {
+		pid, _, _ := strings.Cut(name[i+len(reservationSuffix):], "-")
+		if _, err := os.Stat(filepath.Join("/proc", pid)); err == nil {
 			continue
 		}
-		dir := filepath.Join(p.clustersDir(), e.Name())
+		dir := filepath.Join(p.clustersDir(), name)
 		if !flock.Held(filepath.Join(dir, createLock)) {
 			_ = os.RemoveAll(dir)
 		}
@@ -316,6 +315,7 @@ func (p *Provider) Get(_ context.Context, name string) (*provider.Cluster, error
 
 // List implements provider.Provider.
 func (p *Provider) List(_ context.Context) ([]provider.Cluster, error) {
+	p.removeStaleReservations()
 	entries, err := os.ReadDir(p.clustersDir())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil

@@ -1,13 +1,15 @@
 package local
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ephemera-dev/ephemera/internal/flock"
 	"github.com/ephemera-dev/ephemera/internal/provider"
@@ -69,29 +71,38 @@ func TestReserveConcurrently(t *testing.T) {
 	}
 }
 
-// TestStaleReservationsAreRemoved: an unlocked reservation older than
-// staleReservation is a dead creator's leftover and goes; a fresh one stays.
+// TestStaleReservationsAreRemoved: a reservation whose creator is dead is a
+// leftover and goes (List sweeps them); a live creator's stays.
 func TestStaleReservationsAreRemoved(t *testing.T) {
 	p := New(Options{StateDir: t.TempDir()})
 	if err := os.MkdirAll(p.clustersDir(), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	old := filepath.Join(p.clustersDir(), ".old"+reservationSuffix+"1")
-	fresh := filepath.Join(p.clustersDir(), ".fresh"+reservationSuffix+"2")
-	for _, d := range []string{old, fresh} {
+	dead := exitedPID(t)
+	stale := filepath.Join(p.clustersDir(), ".old"+reservationSuffix+strconv.Itoa(dead)+"-1")
+	live := filepath.Join(p.clustersDir(), ".fresh"+reservationSuffix+strconv.Itoa(os.Getpid())+"-2")
+	for _, d := range []string{stale, live} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
-	past := time.Now().Add(-2 * staleReservation)
-	if err := os.Chtimes(old, past, past); err != nil {
+	if _, err := p.List(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	p.removeStaleReservations()
-	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("stale reservation kept: %v", err)
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("reservation of a dead creator kept: %v", err)
 	}
-	if _, err := os.Stat(fresh); err != nil {
-		t.Errorf("fresh reservation removed: %v", err)
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("reservation of a live creator removed: %v", err)
 	}
+}
+
+// exitedPID returns the pid of a process that has exited and been reaped.
+func exitedPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
 }
