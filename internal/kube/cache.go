@@ -66,6 +66,10 @@ type Installation struct {
 	Dir string `json:"-"`
 }
 
+// Current reports whether the installation was built the way this ephemera
+// builds; an older one must be reinstalled before clusters can use it.
+func (i *Installation) Current() bool { return i.Recipe >= buildRecipe }
+
 // Bin returns the path of a component binary.
 func (i *Installation) Bin(component string) string {
 	return filepath.Join(i.Dir, "bin", component)
@@ -127,13 +131,14 @@ func (c Cache) Get(version string) (*Installation, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s (run: ephemera kube install --version %s)", ErrNotInstalled, version, version)
 	}
-	if err == nil && inst.Recipe < buildRecipe {
+	if err == nil && !inst.Current() {
 		return nil, fmt.Errorf("%w: %s was built by an older ephemera (run: ephemera kube install --version %s)", ErrNotInstalled, version, version)
 	}
 	return inst, err
 }
 
-// List returns every installed version, newest first.
+// List returns every installed version, newest first, including ones built
+// by an older ephemera (see Installation.Current).
 func (c Cache) List() ([]Installation, error) {
 	entries, err := os.ReadDir(c.versionsDir())
 	if errors.Is(err, os.ErrNotExist) {

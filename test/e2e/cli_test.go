@@ -37,6 +37,7 @@ func TestCLIErrorsAndListings(t *testing.T) {
 	var versions []struct {
 		Version string `json:"version"`
 		Default bool   `json:"default"`
+		Current bool   `json:"current"`
 		Dir     string `json:"dir"`
 	}
 	r := h.must("kube", "list", "-o", "json")
@@ -45,7 +46,7 @@ func TestCLIErrorsAndListings(t *testing.T) {
 	}
 	found := false
 	for _, v := range versions {
-		if v.Version == newVersion && v.Default && v.Dir != "" {
+		if v.Version == newVersion && v.Default && v.Current && v.Dir != "" {
 			found = true
 		}
 	}

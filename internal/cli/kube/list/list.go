@@ -45,10 +45,11 @@ func run(_ context.Context, e *env.Env, opts *options) error {
 			kube.Installation `json:",inline"`
 			Dir               string `json:"dir"`
 			Default           bool   `json:"default"`
+			Current           bool   `json:"current"`
 		}
 		items := make([]item, 0, len(insts))
 		for _, i := range insts {
-			items = append(items, item{Installation: i, Dir: i.Dir, Default: i.Version == kube.DefaultVersion})
+			items = append(items, item{Installation: i, Dir: i.Dir, Default: i.Version == kube.DefaultVersion, Current: i.Current()})
 		}
 		return printer.Object(e.Out, opts.output, items)
 	}
@@ -56,7 +57,7 @@ func run(_ context.Context, e *env.Env, opts *options) error {
 		fmt.Fprintf(e.ErrOut, "No Kubernetes version is installed. Install the default one with: ephemera kube install\n")
 		return nil
 	}
-	header := []string{"VERSION", "DEFAULT", "ETCD", "KWOK", "BUILT"}
+	header := []string{"VERSION", "DEFAULT", "STATUS", "ETCD", "KWOK", "BUILT"}
 	if opts.output == printer.Wide {
 		header = append(header, "GO", "DIR")
 	}
@@ -66,7 +67,11 @@ func run(_ context.Context, e *env.Env, opts *options) error {
 		if i.Version == kube.DefaultVersion {
 			def = "*"
 		}
-		row := []string{i.Version, def, i.EtcdVersion, i.KwokVersion, i.BuiltAt.Local().Format(time.DateTime)}
+		status := "ready"
+		if !i.Current() {
+			status = "outdated: run ephemera kube install --version " + i.Version
+		}
+		row := []string{i.Version, def, status, i.EtcdVersion, i.KwokVersion, i.BuiltAt.Local().Format(time.DateTime)}
 		if opts.output == printer.Wide {
 			row = append(row, i.GoVersion, i.Dir)
 		}
