@@ -343,44 +343,40 @@ func parseGoMod(path string) (*modfile.File, error) {
 // build compiles every component with the version stamped in, counting the
 // packages it compiles for progress.
 func (in *Installer) build(ctx context.Context, goCmd, modDir, binDir, version string, minor int) error {
-	p := in.progress()
 	pkgs := make([]string, 0, len(mainPackages))
 	for _, c := range builtComponents {
 		pkgs = append(pkgs, mainPackages[c])
 	}
 	env := append(os.Environ(), "GOFLAGS=-mod=mod")
-
-	p.Start(fmt.Sprintf("Building Kubernetes %s from source (%s)", version, strings.Join(builtComponents, ", ")))
-	p.Update(cacheHint())
-	list := exec.Command(ctx, goCmd, append([]string{"list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}"}, pkgs...)...)
-	list.Dir, list.Env = modDir, env
-	total := 0
-	if out, err := list.Output(); err == nil {
-		total = strings.Count(string(out), "\n")
-	}
-	var done atomic.Int64
-	ldflags := versionLDFlags(version, minor)
-	args := append([]string{"build", "-v", "-trimpath", "-ldflags", ldflags, "-o", binDir + string(os.PathSeparator)}, pkgs...)
-	cmd := exec.Command(ctx, goCmd, args...)
-	cmd.Dir, cmd.Env = modDir, env
-	cmd.Stream = func(line string) {
-		if strings.HasPrefix(line, "go: downloading") {
-			p.Update(line[4:])
-			return
+	return in.step(fmt.Sprintf("Building Kubernetes %s from source (%s)", version, strings.Join(builtComponents, ", ")), func(p progress.Reporter) error {
+		p.Update(cacheHint())
+		list := exec.Command(ctx, goCmd, append([]string{"list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}"}, pkgs...)...)
+		list.Dir, list.Env = modDir, env
+		total := 0
+		if out, err := list.Output(); err == nil {
+			total = strings.Count(string(out), "\n")
 		}
-		n := done.Add(1)
-		if total > 0 {
-			p.Update(fmt.Sprintf("compiled %d packages of at most %d", n, total))
-		} else {
-			p.Update(fmt.Sprintf("compiled %d packages", n))
+		var done atomic.Int64
+		args := append([]string{"build", "-v", "-trimpath", "-ldflags", versionLDFlags(version, minor), "-o", binDir + string(os.PathSeparator)}, pkgs...)
+		cmd := exec.Command(ctx, goCmd, args...)
+		cmd.Dir, cmd.Env = modDir, env
+		cmd.Stream = func(line string) {
+			if strings.HasPrefix(line, "go: downloading") {
+				p.Update(line[4:])
+				return
+			}
+			n := done.Add(1)
+			if total > 0 {
+				p.Update(fmt.Sprintf("compiled %d packages of at most %d", n, total))
+			} else {
+				p.Update(fmt.Sprintf("compiled %d packages", n))
+			}
 		}
-	}
-	if err := cmd.Run(); err != nil {
-		p.End(false)
-		return fmt.Errorf("build Kubernetes %s: %w", version, err)
-	}
-	p.End(true)
-	return nil
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build Kubernetes %s: %w", version, err)
+		}
+		return nil
+	})
 }
 
 func cacheHint() string {

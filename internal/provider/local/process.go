@@ -44,7 +44,8 @@ func processesOf(dir string) []int {
 		}
 		for _, arg := range bytes.Split(cmdline, []byte{0}) {
 			if bytes.Equal(arg, []byte(dir)) || bytes.Contains(arg, prefix) {
-				if (session < 0 || sessionOf(pid) == session) && !isZombie(pid) {
+				st, ok := readStat(pid)
+				if ok && (session < 0 || st.session == session) && !exited(pid, st) {
 					pids = append(pids, pid)
 				}
 				break
@@ -54,26 +55,33 @@ func processesOf(dir string) []int {
 	return pids
 }
 
-// sessionOf returns the session id of pid, or -1.
-func sessionOf(pid int) int {
+// procStat is what processesOf needs from /proc/<pid>/stat.
+type procStat struct {
+	state   byte
+	session int
+}
+
+// readStat parses /proc/<pid>/stat; ok is false when the process is gone.
+func readStat(pid int) (st procStat, ok bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return -1
+		return st, false
 	}
+	// The fields follow the command name, which is in parentheses and may
+	// hold spaces: state ppid pgrp session ...
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return -1
+		return st, false
 	}
-	// After the command name: state ppid pgrp session ...
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 4 {
-		return -1
+	if len(f) < 4 || len(f[0]) != 1 {
+		return st, false
 	}
 	sid, err := strconv.Atoi(f[3])
 	if err != nil {
-		return -1
+		return st, false
 	}
-	return sid
+	return procStat{state: f[0][0], session: sid}, true
 }
 
 // isZombie reports whether pid has exited (or is gone) and released its
@@ -81,16 +89,14 @@ func sessionOf(pid int) int {
 // while other threads still run their exit, holding the shared file table
 // and so its sockets: it counts as exited only once the leader is alone.
 func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// The state follows the command name, which is in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return true
-	}
-	if b[i+2] != 'Z' && b[i+2] != 'X' {
+	st, ok := readStat(pid)
+	return !ok || exited(pid, st)
+}
+
+// exited reports whether a process in state st has exited and released its
+// resources (see isZombie).
+func exited(pid int, st procStat) bool {
+	if st.state != 'Z' && st.state != 'X' {
 		return false
 	}
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
