@@ -3,6 +3,7 @@ module github.com/ephemera-dev/ephemera
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/mod v0.35.0
 	golang.org/x/sync v0.20.0

@@ -1,16 +1,16 @@
 package cluster
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 )
@@ -29,17 +29,6 @@ spec:
 `
 
 func int32p(n int32) *int32 { return &n }
-
-// specMismatch returns "" when got equals want, else both as JSON. (go-cmp is
-// not a direct requirement of the module, so reflect plus JSON stands in.)
-func specMismatch(got, want v1alpha1.ClusterTemplateSpec) string {
-	if reflect.DeepEqual(got, want) {
-		return ""
-	}
-	g, _ := json.MarshalIndent(got, "", "  ")
-	w, _ := json.MarshalIndent(want, "", "  ")
-	return "got:\n" + string(g) + "\nwant:\n" + string(w)
-}
 
 func TestParseTemplate(t *testing.T) {
 	tests := []struct {
@@ -98,8 +87,8 @@ func TestParseTemplate(t *testing.T) {
 			if got.Name != tt.wantName {
 				t.Errorf("Name = %q, want %q", got.Name, tt.wantName)
 			}
-			if d := specMismatch(got.Spec, tt.wantSpec); d != "" {
-				t.Errorf("Spec mismatch\n%s", d)
+			if d := cmp.Diff(tt.wantSpec, got.Spec); d != "" {
+				t.Errorf("Spec mismatch (-want +got):\n%s", d)
 			}
 		})
 	}
@@ -201,10 +190,8 @@ func TestParseTemplateErrors(t *testing.T) {
 	}
 }
 
-// TestParseTemplateDuplicateField pins the intended behavior for a key given
-// twice. It is skipped because parseTemplate converts YAML with
-// yaml.YAMLToJSON, which silently keeps the last value, so the
-// json.DisallowDuplicateFields option never sees a duplicate.
+// TestParseTemplateDuplicateField: a key given twice is an error, not a
+// silent "last one wins" (parseTemplate converts with YAMLToJSONStrict).
 func TestParseTemplateDuplicateField(t *testing.T) {
 	data := "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\nspec:\n  nodes:\n    simulated: 1\n    simulated: 2\n"
 	got, err := parseTemplate([]byte(data))
