@@ -37,9 +37,17 @@ type ClusterTemplateSpec struct {
 
 // NodesSpec describes the nodes of a cluster.
 type NodesSpec struct {
+	// real is the number of real nodes: a kubelet with containerd, runc, CNI
+	// and kube-proxy in the cluster's own network namespace, where pods run
+	// for real. The local provider runs at most one. Defaults to 1 when
+	// neither count is set, else to 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	Real *int32 `json:"real,omitempty"`
 	// simulated is the number of simulated nodes: Node objects kept Ready by
 	// a node simulator, where pods are scheduled and reported Running without
-	// running containers. Defaults to 1.
+	// running containers. Defaults to 0.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1000

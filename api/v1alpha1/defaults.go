@@ -1,14 +1,26 @@
 package v1alpha1
 
-// DefaultSimulatedNodes is the number of simulated nodes when a spec asks
-// for none explicitly.
-const DefaultSimulatedNodes int32 = 1
+// DefaultRealNodes is the number of real nodes when a spec sets neither
+// node count.
+const DefaultRealNodes int32 = 1
 
-// SimulatedCount returns the number of simulated nodes asked for, applying
-// the default.
+// RealCount returns the number of real nodes asked for, applying the
+// default: one real node when neither count is set, none otherwise.
+func (n NodesSpec) RealCount() int32 {
+	if n.Real != nil {
+		return *n.Real
+	}
+	if n.Simulated == nil {
+		return DefaultRealNodes
+	}
+	return 0
+}
+
+// SimulatedCount returns the number of simulated nodes asked for: 0 unless
+// set.
 func (n NodesSpec) SimulatedCount() int32 {
 	if n.Simulated == nil {
-		return DefaultSimulatedNodes
+		return 0
 	}
 	return *n.Simulated
 }

@@ -102,3 +102,13 @@ type Provider interface {
 	// cluster that does not exist succeeds.
 	Delete(ctx context.Context, name string) error
 }
+
+// ImageLoader is the optional ability to put a container image into a
+// cluster's nodes without a registry, like `kind load image-archive`.
+type ImageLoader interface {
+	// LoadImage imports the image archive at path (an OCI image layout or a
+	// `docker save` tarball) into every real node of the cluster and
+	// returns the image names it holds. It returns ErrUnsupported when the
+	// cluster has no node that runs images.
+	LoadImage(ctx context.Context, name, path string) ([]string, error)
+}
