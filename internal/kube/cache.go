@@ -35,7 +35,7 @@ const CacheDirEnv = "EPHEMERA_CACHE_DIR"
 
 // buildRecipe changes whenever Install builds differently; installations
 // made with an older recipe count as not installed and are rebuilt.
-const buildRecipe = 4
+const buildRecipe = 5
 
 // manifestFile marks a finished installation; it is written last, inside a
 // temporary dir that is renamed into place, so a version either is fully
@@ -55,6 +55,8 @@ type Installation struct {
 	EtcdVersion string `json:"etcdVersion"`
 	// KwokVersion is the node simulator release.
 	KwokVersion string `json:"kwokVersion"`
+	// CoreDNSVersion is the release of the cluster DNS image.
+	CoreDNSVersion string `json:"coreDNSVersion,omitempty"`
 	// GoVersion is the Go toolchain that built the binaries.
 	GoVersion string `json:"goVersion"`
 	// BuiltAt is when the installation finished.
@@ -73,6 +75,16 @@ func (i *Installation) Current() bool { return i.Recipe >= buildRecipe }
 // Bin returns the path of a component binary.
 func (i *Installation) Bin(component string) string {
 	return filepath.Join(i.Dir, "bin", component)
+}
+
+// imagesDir holds an installation's image archives.
+const imagesDir = "images"
+
+// Image returns the path of an image archive (see Images), in `docker save`
+// format, which `ctr -n k8s.io images import` imports under PauseImageRef or
+// CoreDNSImageRef.
+func (i *Installation) Image(name string) string {
+	return filepath.Join(i.Dir, imagesDir, imageFile(name))
 }
 
 // KwokStages returns the path of the simulator's stage configuration.

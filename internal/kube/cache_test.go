@@ -3,6 +3,7 @@ package kube_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -71,6 +72,9 @@ func TestCacheGet(t *testing.T) {
 		if got, want := inst.KwokStages(), filepath.Join(dir, kube.KwokStagesFile); got != want {
 			t.Errorf("KwokStages() = %s, want %s", got, want)
 		}
+		if got, want := inst.Image(kube.CoreDNSImage), filepath.Join(dir, "images", "coredns.tar"); got != want {
+			t.Errorf("Image(CoreDNSImage) = %s, want %s", got, want)
+		}
 	})
 
 	for _, version := range []string{"v1.36.3", "v1.34.4"} {
@@ -98,20 +102,23 @@ func TestCacheGet(t *testing.T) {
 		}
 	})
 
-	t.Run("older recipe", func(t *testing.T) {
-		c := kube.Cache{Dir: t.TempDir()}
-		d := filepath.Join(c.Dir, "kube", "v1.36.3")
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, "install.json"), []byte(`{"recipe":1,"version":"v1.36.3"}`), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		_, err := c.Get("v1.36.3")
-		if !errors.Is(err, kube.ErrNotInstalled) || !strings.Contains(err.Error(), "older ephemera") {
-			t.Errorf("Get of an installation from an older recipe = %v, want ErrNotInstalled saying so", err)
-		}
-	})
+	// Recipe 4 is the last one without image archives.
+	for _, recipe := range []int{1, 4} {
+		t.Run(fmt.Sprintf("older recipe %d", recipe), func(t *testing.T) {
+			c := kube.Cache{Dir: t.TempDir()}
+			d := filepath.Join(c.Dir, "kube", "v1.36.3")
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(d, "install.json"), []byte(fmt.Sprintf(`{"recipe":%d,"version":"v1.36.3"}`, recipe)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.Get("v1.36.3")
+			if !errors.Is(err, kube.ErrNotInstalled) || !strings.Contains(err.Error(), "older ephemera") {
+				t.Errorf("Get of an installation from an older recipe = %v, want ErrNotInstalled saying so", err)
+			}
+		})
+	}
 	t.Run("corrupt manifest", func(t *testing.T) {
 		d := filepath.Join(cache.Dir, "kube", "v1.33.13")
 		if err := os.MkdirAll(d, 0o755); err != nil {

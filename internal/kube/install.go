@@ -95,6 +95,14 @@ func (in *Installer) Install(ctx context.Context, version string) (*Installation
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return nil, false, err
 	}
+	pauseDir, err := in.ensurePause(ctx, goCmd)
+	if err != nil {
+		return nil, false, err
+	}
+	coreDNSDir, err := in.ensureCoreDNS(ctx, goCmd)
+	if err != nil {
+		return nil, false, err
+	}
 	if err := in.build(ctx, goCmd, modDir, binDir, version, minor); err != nil {
 		return nil, false, err
 	}
@@ -113,15 +121,24 @@ func (in *Installer) Install(ctx context.Context, version string) (*Installation
 	if err := linkOrCopy(filepath.Join(filepath.Dir(kwok), KwokStagesFile), filepath.Join(tmp, KwokStagesFile)); err != nil {
 		return nil, false, fmt.Errorf("install kwok stages: %w", err)
 	}
+	if err := os.MkdirAll(filepath.Join(tmp, imagesDir), 0o755); err != nil {
+		return nil, false, err
+	}
+	for name, dir := range map[string]string{PauseImage: pauseDir, CoreDNSImage: coreDNSDir} {
+		if err := linkOrCopy(filepath.Join(dir, imageFile(name)), filepath.Join(tmp, imagesDir, imageFile(name))); err != nil {
+			return nil, false, fmt.Errorf("install the %s image: %w", name, err)
+		}
+	}
 	goVersion, _ := exec.Command(ctx, goCmd, "env", "GOVERSION").Output()
 	inst := &Installation{
-		Recipe:        buildRecipe,
-		Version:       version,
-		EtcdVersion:   etcdVersion,
-		KwokVersion:   KwokVersion,
-		GoVersion:     strings.TrimSpace(string(goVersion)),
-		BuiltAt:       time.Now().UTC().Truncate(time.Second),
-		BuildDuration: Duration(time.Since(started)),
+		Recipe:         buildRecipe,
+		Version:        version,
+		EtcdVersion:    etcdVersion,
+		KwokVersion:    KwokVersion,
+		CoreDNSVersion: CoreDNSVersion,
+		GoVersion:      strings.TrimSpace(string(goVersion)),
+		BuiltAt:        time.Now().UTC().Truncate(time.Second),
+		BuildDuration:  Duration(time.Since(started)),
 	}
 	b, _ := json.MarshalIndent(inst, "", "  ")
 	if err := os.WriteFile(filepath.Join(tmp, manifestFile), append(b, '\n'), 0o644); err != nil {
@@ -392,51 +409,6 @@ func versionLDFlags(version string, minor int) string {
 		fmt.Fprintf(&b, " -X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%d -X %s.gitTreeState=clean", pkg, version, pkg, pkg, minor, pkg)
 	}
 	return b.String()
-}
-
-// ensureKwok builds the node simulator once per cache, shared by all
-// versions. A lock serialises installs of different versions, which all
-// need it; a dir without both files is a leftover and is rebuilt.
-func (in *Installer) ensureKwok(ctx context.Context, goCmd string) (string, error) {
-	tools := filepath.Join(in.Cache.Dir, "tools")
-	dir := filepath.Join(tools, "kwok-"+KwokVersion)
-	bin := filepath.Join(dir, Kwok)
-	if err := os.MkdirAll(tools, 0o755); err != nil {
-		return "", err
-	}
-	lock, err := flock.Acquire(ctx, filepath.Join(tools, ".kwok.lock"))
-	if err != nil {
-		return "", fmt.Errorf("wait for another kwok build: %w", err)
-	}
-	defer lock.Unlock()
-	if fileExists(bin) && fileExists(filepath.Join(dir, KwokStagesFile)) {
-		return bin, nil
-	}
-	removeStale(tools, ".kwok-tmp-")
-	err = in.step(fmt.Sprintf("Building the node simulator kwok %s", KwokVersion), func(p progress.Reporter) error {
-		tmp, err := os.MkdirTemp(tools, ".kwok-tmp-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		cmd := exec.Command(ctx, goCmd, "install", "-trimpath", "-ldflags=-s -w", "sigs.k8s.io/kwok/cmd/kwok@"+KwokVersion)
-		cmd.Env = append(os.Environ(), "GOBIN="+tmp, "CGO_ENABLED=0", "GOFLAGS=")
-		cmd.Stream = func(line string) { p.Update(strings.TrimPrefix(line, "go: ")) }
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build kwok %s: %w", KwokVersion, err)
-		}
-		if err := writeKwokStages(ctx, goCmd, filepath.Join(tmp, KwokStagesFile)); err != nil {
-			return err
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, dir); err != nil {
-			return fmt.Errorf("install kwok: %w", err)
-		}
-		return nil
-	})
-	return bin, err
 }
 
 // step reports fn as one progress step that ends with fn's outcome.

@@ -1,18 +1,26 @@
 package kube_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/mod/modfile"
 
+	"github.com/ephemera-dev/ephemera/internal/image"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 )
 
@@ -49,12 +57,18 @@ const (
 	buildFail   = "fail"    // leaves a partial binary and exits 1
 	buildNoEtcd = "no-etcd" // succeeds but produces no etcd ("server")
 	buildNever  = "never"   // fails loudly if reached
+	// buildCoreDNSFail makes the CoreDNS build fail (and the Kubernetes
+	// build fail loudly if reached).
+	buildCoreDNSFail = "coredns-fail"
 )
 
 // fakeGo is a fake go toolchain that records its invocations.
 type fakeGo struct {
 	path string // the script
 	log  string // one line of argv per invocation
+	// saved keeps what each tool build saw: <tool>.main.go, <tool>.go.mod
+	// and <tool>.env (CGO_ENABLED, GOOS, GOARCH, GOFLAGS).
+	saved string
 }
 
 // newFakeGo writes a fake go command. build selects what `go build` does;
@@ -91,7 +105,10 @@ func newFakeGo(t *testing.T, build, goMod string) fakeGo {
 		}
 	}
 
-	f := fakeGo{path: filepath.Join(dir, "go"), log: filepath.Join(dir, "go.log")}
+	f := fakeGo{path: filepath.Join(dir, "go"), log: filepath.Join(dir, "go.log"), saved: filepath.Join(dir, "saved")}
+	if err := os.Mkdir(f.saved, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	kubeMod := fmt.Sprintf(`printf '{"Path":"k8s.io/kubernetes","Dir":"%s","GoMod":"%s"}\n'`, k8sDir, goModPath)
 	if goMod == "" {
 		kubeMod = `printf '{"Path":"k8s.io/kubernetes","Error":"k8s.io/kubernetes@%s: invalid version: unknown revision"}\n' "${4#*@}"; exit 1`
@@ -113,6 +130,10 @@ func newFakeGo(t *testing.T, build, goMod string) fakeGo {
 		done`
 	default:
 		buildCmd = `echo "build must not run" >&2; exit 9`
+	}
+	coreDNSBuild := `printf '#!/bin/sh\necho coredns\n' > "$out" && chmod +x "$out"`
+	if build == buildCoreDNSFail {
+		coreDNSBuild = `echo "github.com/coredns/coredns/plugin/kubernetes"; echo "coredns: compile error" >&2; exit 1`
 	}
 
 	script := fmt.Sprintf(`#!/bin/sh
@@ -144,6 +165,25 @@ case "$1 $2" in
 	[ -d "$out" ] || { echo "-o $out is not a directory" >&2; exit 4; }
 	%[4]s
 	;;
+"build -trimpath")
+	# A tool build (pause or CoreDNS) in a generated module.
+	[ -f go.mod ] && [ -f main.go ] || { echo "tool build outside a generated module" >&2; exit 4; }
+	out=""
+	prev=""
+	for a in "$@"; do
+		[ "$prev" = "-o" ] && out="$a"
+		prev="$a"
+	done
+	tool=pause
+	grep -q coremain main.go && tool=coredns
+	cp main.go %[5]q/$tool.main.go && cp go.mod %[5]q/$tool.go.mod
+	echo "CGO_ENABLED=$CGO_ENABLED GOOS=$GOOS GOARCH=$GOARCH GOFLAGS=$GOFLAGS" > %[5]q/$tool.env
+	if [ $tool = pause ]; then
+		printf '#!/bin/sh\necho pause\n' > "$out" && chmod +x "$out"
+	else
+		%[6]s
+	fi
+	;;
 "env GOVERSION")
 	echo go1.26.8-fake
 	;;
@@ -152,7 +192,7 @@ case "$1 $2" in
 	exit 2
 	;;
 esac
-`, f.log, kwokDir, kubeMod, buildCmd)
+`, f.log, kwokDir, kubeMod, buildCmd, f.saved, coreDNSBuild)
 	if err := os.WriteFile(f.path, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -247,14 +287,21 @@ func TestInstallFailureLeavesNothingInstalled(t *testing.T) {
 			build:     buildFail,
 			goMod:     kubernetesGoMod,
 			wantErr:   []string{"build Kubernetes v1.36.3", "exit status 1", "compile: something broke"},
-			wantCalls: []string{"install -trimpath", "mod download", "mod download", "list -deps", "build -v"},
+			wantCalls: []string{"install -trimpath", "mod download", "mod download", "build -trimpath", "build -trimpath", "list -deps", "build -v"},
 		},
 		{
 			name:      "build produces no etcd",
 			build:     buildNoEtcd,
 			goMod:     kubernetesGoMod,
 			wantErr:   []string{"install etcd"},
-			wantCalls: []string{"install -trimpath", "mod download", "mod download", "list -deps", "build -v"},
+			wantCalls: []string{"install -trimpath", "mod download", "mod download", "build -trimpath", "build -trimpath", "list -deps", "build -v"},
+		},
+		{
+			name:      "CoreDNS build fails",
+			build:     buildCoreDNSFail,
+			goMod:     kubernetesGoMod,
+			wantErr:   []string{"build CoreDNS " + kube.CoreDNSVersion, "coredns: compile error"},
+			wantCalls: []string{"install -trimpath", "mod download", "mod download", "build -trimpath", "build -trimpath"},
 		},
 		{
 			name:      "unknown release",
@@ -314,7 +361,7 @@ func TestInstallSuccess(t *testing.T) {
 	if !built {
 		t.Error("Install built = false for a fresh cache, want true")
 	}
-	wantCalls := []string{"install -trimpath", "mod download", "mod download", "list -deps", "build -v", "env GOVERSION"}
+	wantCalls := []string{"install -trimpath", "mod download", "mod download", "build -trimpath", "build -trimpath", "list -deps", "build -v", "env GOVERSION"}
 	if got := fake.calls(t); !reflect.DeepEqual(got, wantCalls) {
 		t.Errorf("go invocations = %q, want %q", got, wantCalls)
 	}
@@ -326,6 +373,8 @@ func TestInstallSuccess(t *testing.T) {
 		"go.etcd.io/etcd/server/v3 ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl\n",
 		"-X k8s.io/component-base/version.gitVersion=v1.36.3 ",
 		"-X k8s.io/component-base/version.gitMinor=36 ",
+		"build -trimpath -ldflags=-s -w -o ",
+		"build -trimpath -v -ldflags=-s -w -o ",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("go log does not contain %q:\n%s", want, log)
@@ -336,8 +385,8 @@ func TestInstallSuccess(t *testing.T) {
 	if inst.Dir != wantDir {
 		t.Errorf("Dir = %s, want %s", inst.Dir, wantDir)
 	}
-	if inst.Version != version || inst.EtcdVersion != "v3.6.8" || inst.KwokVersion != kube.KwokVersion || inst.GoVersion != "go1.26.8-fake" {
-		t.Errorf("Installation = %+v, want version %s, etcd v3.6.8, kwok %s, go go1.26.8-fake", inst, version, kube.KwokVersion)
+	if inst.Version != version || inst.EtcdVersion != "v3.6.8" || inst.KwokVersion != kube.KwokVersion || inst.CoreDNSVersion != kube.CoreDNSVersion || inst.GoVersion != "go1.26.8-fake" {
+		t.Errorf("Installation = %+v, want version %s, etcd v3.6.8, kwok %s, CoreDNS %s, go go1.26.8-fake", inst, version, kube.KwokVersion, kube.CoreDNSVersion)
 	}
 	if inst.BuiltAt.IsZero() {
 		t.Error("BuiltAt is zero")
@@ -444,6 +493,10 @@ func TestInstallSuccess(t *testing.T) {
 	if tmp := leftovers(t, filepath.Join(cache.Dir, "kube")); len(tmp) > 0 {
 		t.Errorf("temporary build dirs left in kube/: %q", tmp)
 	}
+	if tmp := leftovers(t, filepath.Join(cache.Dir, "tools")); len(tmp) > 0 {
+		t.Errorf("temporary build dirs left in tools/: %q", tmp)
+	}
+	checkImages(t, fake, got)
 
 	// A second install finds the version and runs no go command at all.
 	before := len(fake.calls(t))
@@ -459,6 +512,91 @@ func TestInstallSuccess(t *testing.T) {
 	}
 	if calls := fake.calls(t)[before:]; len(calls) != 0 {
 		t.Errorf("second Install ran go %q, want nothing", calls)
+	}
+}
+
+// checkImages checks the image archives of inst and how the tools in them
+// were built.
+func checkImages(t *testing.T, fake fakeGo, inst *kube.Installation) {
+	t.Helper()
+	for _, img := range []struct {
+		name, ref, file, entrypoint, user string
+	}{
+		{kube.PauseImage, kube.PauseImageRef, "/pause", "/pause", "65535:65535"},
+		{kube.CoreDNSImage, kube.CoreDNSImageRef, "/coredns", "/coredns", ""},
+	} {
+		path := inst.Image(img.name)
+		if want := filepath.Join(inst.Dir, "images", img.name+".tar"); path != want {
+			t.Errorf("Image(%s) = %s, want %s", img.name, path, want)
+		}
+		a, err := image.Inspect(path)
+		if err != nil {
+			t.Errorf("image %s: %v", img.name, err)
+			continue
+		}
+		if want := []string{img.ref}; !reflect.DeepEqual(a.Names, want) || a.Format != image.FormatDocker {
+			t.Errorf("image %s holds %s %q, want docker-save %q", img.name, a.Format, a.Names, want)
+		}
+		tag, _ := name.NewTag(img.ref)
+		ggImg, err := tarball.ImageFromPath(path, &tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := ggImg.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(cf.Config.Entrypoint, []string{img.entrypoint}) || cf.Config.User != img.user {
+			t.Errorf("image %s: entrypoint %q, user %q; want [%s], %q", img.name, cf.Config.Entrypoint, cf.Config.User, img.entrypoint, img.user)
+		}
+	}
+	for _, tool := range []string{"pause", "coredns"} {
+		env, err := os.ReadFile(filepath.Join(fake.saved, tool+".env"))
+		if err != nil {
+			t.Fatalf("%s was not built: %v", tool, err)
+		}
+		if want := "CGO_ENABLED=0 GOOS=linux GOARCH=amd64 GOFLAGS=-mod=mod\n"; string(env) != want {
+			t.Errorf("%s built with %q, want %q", tool, env, want)
+		}
+	}
+	pauseMain, _ := os.ReadFile(filepath.Join(fake.saved, "pause.main.go"))
+	if !bytes.Equal(pauseMain, image.PauseSource()) {
+		t.Errorf("pause built from\n%s\nwant the embedded pause source", pauseMain)
+	}
+
+	// CoreDNS is built with just the plugins it needs, in CoreDNS's order.
+	mod, _ := os.ReadFile(filepath.Join(fake.saved, "coredns.go.mod"))
+	if !strings.Contains(string(mod), "require github.com/coredns/coredns "+kube.CoreDNSVersion+"\n") {
+		t.Errorf("CoreDNS go.mod does not require CoreDNS %s:\n%s", kube.CoreDNSVersion, mod)
+	}
+	src, _ := os.ReadFile(filepath.Join(fake.saved, "coredns.main.go"))
+	file, err := parser.ParseFile(token.NewFileSet(), "main.go", src, 0)
+	if err != nil {
+		t.Fatalf("generated CoreDNS main: %v\n%s", err, src)
+	}
+	var plugins []string
+	for _, imp := range file.Imports {
+		p, _ := strconv.Unquote(imp.Path.Value)
+		if imp.Name != nil && imp.Name.Name == "_" {
+			plugins = append(plugins, strings.TrimPrefix(p, "github.com/coredns/coredns/plugin/"))
+		}
+	}
+	wantOrder := []string{"reload", "ready", "health", "errors", "log", "loadbalance", "cache", "kubernetes", "loop", "forward"}
+	sortedWant := append([]string(nil), wantOrder...)
+	sort.Strings(sortedWant)
+	sort.Strings(plugins)
+	if !reflect.DeepEqual(plugins, sortedWant) {
+		t.Errorf("CoreDNS main imports plugins %q, want %q", plugins, sortedWant)
+	}
+	quoted := make([]string, len(wantOrder))
+	for i, p := range wantOrder {
+		quoted[i] = strconv.Quote(p)
+	}
+	if want := "var directives = []string{" + strings.Join(quoted, ", ") + "}"; !strings.Contains(string(src), want) {
+		t.Errorf("CoreDNS main does not hold %s:\n%s", want, src)
+	}
+	if !strings.Contains(string(src), "dnsserver.SetDirectives(directives)") || !strings.Contains(string(src), "coremain.Run()") {
+		t.Errorf("CoreDNS main does not set the directives and run CoreDNS:\n%s", src)
 	}
 }
 
@@ -528,4 +666,41 @@ func TestInstallMissingGo(t *testing.T) {
 		t.Errorf("error %q does not say the Go toolchain is missing", err)
 	}
 	assertNotInstalled(t, cache, kube.DefaultVersion)
+}
+
+// TestInstallRebuildsDamagedTool checks that the tools are shared by
+// versions, and that a tool dir missing a file is rebuilt while the
+// installations made from it keep their images.
+func TestInstallRebuildsDamagedTool(t *testing.T) {
+	ctx := context.Background()
+	cache := kube.Cache{Dir: t.TempDir()}
+	first := newFakeGo(t, buildOK, kubernetesGoMod)
+	old, _, err := (&kube.Installer{Cache: cache, Go: first.path}).Install(ctx, "v1.36.3")
+	if err != nil {
+		t.Fatalf("Install: %v\ngo log:\n%s", err, first.rawLog(t))
+	}
+	if err := os.Remove(filepath.Join(cache.Dir, "tools", "coredns-"+kube.CoreDNSVersion, "coredns.tar")); err != nil {
+		t.Fatal(err)
+	}
+
+	second := newFakeGo(t, buildOK, kubernetesGoMod)
+	inst, _, err := (&kube.Installer{Cache: cache, Go: second.path}).Install(ctx, "v1.35.4")
+	if err != nil {
+		t.Fatalf("Install: %v\ngo log:\n%s", err, second.rawLog(t))
+	}
+	// kwok and pause are reused; only CoreDNS is built again.
+	want := []string{"mod download", "build -trimpath", "list -deps", "build -v", "env GOVERSION"}
+	if got := second.calls(t); !reflect.DeepEqual(got, want) {
+		t.Errorf("go invocations = %q, want %q", got, want)
+	}
+	if !strings.Contains(second.rawLog(t), "build -trimpath -v ") {
+		t.Errorf("the rebuilt tool is not CoreDNS:\n%s", second.rawLog(t))
+	}
+	for _, i := range []*kube.Installation{old, inst} {
+		for _, img := range kube.Images {
+			if _, err := image.Inspect(i.Image(img)); err != nil {
+				t.Errorf("%s image of %s: %v", img, i.Version, err)
+			}
+		}
+	}
 }

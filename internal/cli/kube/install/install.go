@@ -25,14 +25,17 @@ func NewCommand(e *env.Env) *cobra.Command {
 		Long: fmt.Sprintf(`Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the
 node components kubelet and kube-proxy, and kubectl for a Kubernetes release
 from the Go module proxy, plus the node simulator kwok %s, into a versioned
-cache dir. Nothing is downloaded but Go
+cache dir. Real nodes also get two image archives made here: the pod
+sandbox image %s (a static pause program) and the
+cluster DNS image %s (CoreDNS from the module proxy,
+with just the plugins cluster DNS needs). Nothing is downloaded but Go
 modules; no Docker or image registry is needed.
 
 A cold build takes a few minutes and about 3 GB of Go build cache; installing a
 version that is already there returns at once. An interrupted or failed build
 leaves nothing that counts as installed. Versions live side by side.
 
-Known versions: %v (default %s).`, kube.KwokVersion, kube.KnownVersions, kube.DefaultVersion),
+Known versions: %v (default %s).`, kube.KwokVersion, kube.PauseImageRef, kube.CoreDNSImageRef, kube.KnownVersions, kube.DefaultVersion),
 		Example: `  ephemera kube install
   ephemera kube install --version v1.35.4
   ephemera kube install --version v1.36.3 --version v1.35.4`,
