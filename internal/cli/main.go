@@ -9,11 +9,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ephemera-dev/ephemera/internal/cli/build"
 	"github.com/ephemera-dev/ephemera/internal/cli/create"
 	"github.com/ephemera-dev/ephemera/internal/cli/delete"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/cli/get"
 	"github.com/ephemera-dev/ephemera/internal/cli/kube"
+	"github.com/ephemera-dev/ephemera/internal/cli/load"
 	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
 	"github.com/ephemera-dev/ephemera/internal/cli/version"
 	kubecache "github.com/ephemera-dev/ephemera/internal/kube"
@@ -82,6 +84,8 @@ Start here:
 		delete.NewCommand(e),
 		get.NewCommand(e),
 		kube.NewCommand(e),
+		build.NewCommand(e),
+		load.NewCommand(e),
 		version.NewCommand(e),
 		supervise.NewCommand(e),
 	)
