@@ -145,7 +145,11 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 	if fi, err := os.Stat(opts.output); err == nil {
 		size = fmt.Sprintf("%.1f MB", float64(fi.Size())/1e6)
 	}
-	fmt.Fprintf(e.ErrOut, "Built image %s into %s (%s)\n", full, opts.output, size)
+	named := opts.tag
+	if full != opts.tag {
+		named += " (" + full + ")"
+	}
+	fmt.Fprintf(e.ErrOut, "Built image %s into %s (%s)\n", named, opts.output, size)
 	fmt.Fprintf(e.ErrOut, "Load it into a cluster: ephemera load image %s --cluster NAME\n", opts.output)
 	return nil
 }
