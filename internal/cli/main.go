@@ -47,9 +47,10 @@ func Providers(e *env.Env) *provider.Registry {
 	}
 	return provider.NewRegistry(
 		local.New(local.Options{
-			StateDir:   e.StateDir,
-			Cache:      e.Cache(),
-			Supervisor: []string{self, supervise.CommandName},
+			StateDir:    e.StateDir,
+			Cache:       e.Cache(),
+			Supervisor:  []string{self, supervise.CommandName},
+			HostNetwork: e.HostNetwork,
 		}),
 	)
 }

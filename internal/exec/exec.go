@@ -42,8 +42,8 @@ func (e *Error) Error() string {
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Cmd is one external command. Create it with Command; set Env, Dir and
-// Stream before calling Run or Output.
+// Cmd is one external command. Create it with Command; set Env, Dir, Stdin
+// and Stream before calling Run or Output.
 type Cmd struct {
 	// Args is the full argv; Args[0] is the program.
 	Args []string
@@ -51,6 +51,8 @@ type Cmd struct {
 	Env []string
 	// Dir is the working directory.
 	Dir string
+	// Stdin, when set, is the command's standard input.
+	Stdin io.Reader
 	// Stream, when set, receives the combined output line by line while the
 	// command runs (the output is still captured for errors).
 	Stream func(line string)
@@ -79,6 +81,7 @@ func (c *Cmd) run(wantStdout bool) ([]byte, error) {
 	cmd := osexec.CommandContext(c.ctx, c.Args[0], c.Args[1:]...)
 	cmd.Env = c.Env
 	cmd.Dir = c.Dir
+	cmd.Stdin = c.Stdin
 	// Cancelling kills the whole process group (go build's compilers
 	// too), and Wait gives up on pipes held by stray children.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -100,7 +100,11 @@ func waitReady(ctx context.Context, p provider.Provider, name string, spec v1alp
 		rep.End(true)
 		return p.Get(ctx, name)
 	}
-	rep.Start(fmt.Sprintf("Waiting for the controllers, %d nodes Ready and the default service account", spec.Nodes.SimulatedCount()))
+	what := fmt.Sprintf("%d nodes Ready", spec.Nodes.RealCount()+spec.Nodes.SimulatedCount())
+	if spec.Nodes.RealCount() > 0 {
+		what += ", cluster DNS"
+	}
+	rep.Start("Waiting for the controllers, " + what + " and the default service account")
 	var cluster *provider.Cluster
 	if err := poll(ctx, opts.Wait, func(ctx context.Context) (bool, string, error) {
 		c, err := p.Get(ctx, name)
@@ -113,7 +117,7 @@ func waitReady(ctx context.Context, p provider.Provider, name string, spec v1alp
 		if c.Phase == provider.PhaseCreating {
 			return false, "components: " + c.Message, nil
 		}
-		if msg, err := probe.workloadsReady(ctx, int(c.SimulatedNodes)); err != nil || msg != "" {
+		if msg, err := probe.workloadsReady(ctx, int(c.RealNodes+c.SimulatedNodes)); err != nil || msg != "" {
 			return false, msg, err
 		}
 		cluster = c
@@ -196,5 +200,17 @@ func describe(spec v1alpha1.ClusterTemplateSpec) string {
 	if v == "" {
 		v = "default version"
 	}
-	return fmt.Sprintf("Kubernetes %s, %d simulated nodes", v, spec.Nodes.SimulatedCount())
+	return fmt.Sprintf("Kubernetes %s, %s", v, NodeCounts(spec.Nodes.RealCount(), spec.Nodes.SimulatedCount()))
+}
+
+// NodeCounts describes a cluster's nodes, like "1 real and 3 simulated
+// nodes".
+func NodeCounts(realNodes, simNodes int32) string {
+	switch {
+	case realNodes > 0 && simNodes > 0:
+		return fmt.Sprintf("%d real and %d simulated nodes", realNodes, simNodes)
+	case realNodes > 0:
+		return fmt.Sprintf("%d real node", realNodes)
+	}
+	return fmt.Sprintf("%d simulated nodes", simNodes)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,8 +44,9 @@ func newProbe(kubeconfig []byte) (*probe, error) {
 func (p *probe) apiUsable(ctx context.Context) error { return apiprobe.APIUsable(ctx, p.client) }
 
 // workloadsReady returns what is still missing before pods can run: nodes
-// that are not Ready, or the default service account that pods need. An
-// empty message means ready.
+// that are not Ready, the default service account that pods need, or a
+// system Deployment (cluster DNS) that is not Available. An empty message
+// means ready.
 func (p *probe) workloadsReady(ctx context.Context, wantNodes int) (string, error) {
 	nodes, err := p.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -70,7 +72,25 @@ func (p *probe) workloadsReady(ctx context.Context, wantNodes int) (string, erro
 		}
 		return "the default service account: " + err.Error(), nil
 	}
+	deps, err := p.client.AppsV1().Deployments(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "the system deployments: " + err.Error(), nil
+	}
+	for _, d := range deps.Items {
+		if !deploymentAvailable(&d) {
+			return fmt.Sprintf("%s/%s to be Available", d.Namespace, d.Name), nil
+		}
+	}
 	return "", nil
+}
+
+func deploymentAvailable(d *appsv1.Deployment) bool {
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentAvailable {
+			return c.Status == corev1.ConditionTrue && d.Status.ObservedGeneration >= d.Generation
+		}
+	}
+	return false
 }
 
 func nodeReady(n *corev1.Node) bool {

@@ -52,6 +52,8 @@ type Cluster struct {
 	// KubeconfigPath is where the provider keeps an admin kubeconfig on
 	// this host, when it keeps one.
 	KubeconfigPath string `json:"kubeconfigPath,omitempty"`
+	// RealNodes is the number of real nodes asked for.
+	RealNodes int32 `json:"realNodes"`
 	// SimulatedNodes is the number of simulated nodes asked for.
 	SimulatedNodes int32 `json:"simulatedNodes"`
 	// CreatedAt is when creation began.

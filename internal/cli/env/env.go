@@ -25,6 +25,9 @@ type Env struct {
 	StateDir string
 	// CacheDir holds built Kubernetes versions.
 	CacheDir string
+	// HostNetwork is the host-side range of real-node clusters; empty
+	// means the provider's default.
+	HostNetwork string
 	// NewProviders builds the provider registry from the settled dirs.
 	NewProviders func(*Env) *provider.Registry
 

@@ -35,7 +35,9 @@ const (
 
 // writePKI creates the cluster's CAs, serving and client certificates and
 // the service account signing key under dir/pki, and returns the cluster CA.
-func writePKI(dir, serviceSubnet string, now time.Time) (*pki.CA, error) {
+// A cluster with a real node (nodeIP valid) also gets the kubelet's serving
+// certificate and the API server's client certificate for kubelets.
+func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time) (*pki.CA, error) {
 	pkiPath := filepath.Join(dir, pkiDir)
 	if err := os.MkdirAll(pkiPath, 0o700); err != nil {
 		return nil, err
@@ -58,17 +60,30 @@ func writePKI(dir, serviceSubnet string, now time.Time) (*pki.CA, error) {
 		spec pki.CertSpec
 	}
 	loopback := []net.IP{net.ParseIP(localhost)}
+	apiIPs := append(loopback, apiIP)
+	if nodeIP.IsValid() {
+		apiIPs = append(apiIPs, net.IP(nodeIP.AsSlice()))
+	}
 	issues := []issue{
 		{"apiserver", ca, pki.CertSpec{
 			CommonName: "kube-apiserver",
 			DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + clusterDomain},
-			IPs:        append(loopback, apiIP),
+			IPs:        apiIPs,
 			Usage:      pki.ServerAuth,
 		}},
 		{"etcd-server", etcdCA, pki.CertSpec{CommonName: "etcd", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth | pki.ClientAuth}},
 		{"apiserver-etcd-client", etcdCA, pki.CertSpec{CommonName: "kube-apiserver-etcd-client", Usage: pki.ClientAuth}},
 		{"kube-controller-manager-server", ca, pki.CertSpec{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
 		{"kube-scheduler-server", ca, pki.CertSpec{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
+		{"apiserver-kubelet-client", ca, pki.CertSpec{CommonName: "kube-apiserver-kubelet-client", Organization: []string{mastersGroup}, Usage: pki.ClientAuth}},
+	}
+	if nodeIP.IsValid() {
+		issues = append(issues, issue{"kubelet-server", ca, pki.CertSpec{
+			CommonName: RealNodeName,
+			DNSNames:   []string{RealNodeName, "localhost"},
+			IPs:        []net.IP{net.IP(nodeIP.AsSlice()), net.ParseIP(localhost)},
+			Usage:      pki.ServerAuth,
+		}})
 	}
 	files := map[string][]byte{"ca.crt": ca.CertPEM(), "etcd-ca.crt": etcdCA.CertPEM()}
 	if files["ca.key"], err = ca.KeyPEM(); err != nil {
@@ -93,17 +108,25 @@ func writePKI(dir, serviceSubnet string, now time.Time) (*pki.CA, error) {
 }
 
 // writeKubeconfigs writes the admin kubeconfig and one per component, each
-// with its own client certificate.
-func writeKubeconfigs(dir string, ca *pki.CA, name, endpoint string, now time.Time) error {
-	users := []struct {
+// with its own client certificate; the kubelet's and kube-proxy's when the
+// cluster has a real node.
+func writeKubeconfigs(dir string, ca *pki.CA, name, endpoint string, realNode bool, now time.Time) error {
+	type user struct {
 		file string
 		cn   string
 		orgs []string
-	}{
+	}
+	users := []user{
 		{kubeconfigFile, adminUser, []string{mastersGroup}},
 		{"kube-controller-manager.kubeconfig", kcmUser, []string{mastersGroup}},
 		{"kube-scheduler.kubeconfig", schedulerUser, nil},
 		{"kwok.kubeconfig", kwokUser, []string{mastersGroup}},
+	}
+	if realNode {
+		users = append(users,
+			user{"kubelet.kubeconfig", "system:node:" + RealNodeName, []string{"system:nodes"}},
+			user{"kube-proxy.kubeconfig", "system:kube-proxy", nil},
+		)
 	}
 	for _, u := range users {
 		kp, err := ca.Issue(pki.CertSpec{CommonName: u.cn, Organization: u.orgs, Usage: pki.ClientAuth}, now)
@@ -129,6 +152,23 @@ func kubeconfig(name, endpoint string, caPEM []byte, kp pki.KeyPair) *clientcmda
 	return cfg
 }
 
+// nthServiceIP returns the n-th address of the service subnet, like the
+// cluster DNS Service's ClusterIP (the 10th).
+func nthServiceIP(subnet string, n int) (netip.Addr, error) {
+	prefix, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("service subnet %q: %w", subnet, err)
+	}
+	a := prefix.Masked().Addr()
+	for range n {
+		a = a.Next()
+	}
+	if !prefix.Contains(a) {
+		return netip.Addr{}, fmt.Errorf("service subnet %s is too small", subnet)
+	}
+	return a, nil
+}
+
 // firstServiceIP returns the ClusterIP of the kubernetes Service: the first
 // address of the service subnet.
 func firstServiceIP(subnet string) (net.IP, error) {
@@ -149,7 +189,9 @@ var gcHoliday = []string{"EPHEMERA_GC_HOLIDAY=10s", "EPHEMERA_GC_HOLIDAY_LIMIT_M
 
 // plan returns the supervised components of a cluster: their command lines,
 // health URLs and start order.
-func plan(dir string, inst *kube.Installation, ps ports, serviceSubnet, podSubnet string) []component {
+// The API server listens on apiAddr (the node's address in a real-node
+// cluster), everything else on the loopback address.
+func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet, podSubnet string) []component {
 	p := func(name string) string { return filepath.Join(dir, pkiDir, name) }
 	f := func(name string) string { return filepath.Join(dir, name) }
 	addr := func(port int) string { return net.JoinHostPort(localhost, strconv.Itoa(port)) }
@@ -184,8 +226,8 @@ func plan(dir string, inst *kube.Installation, ps ports, serviceSubnet, podSubne
 		Name: kube.APIServer,
 		Args: []string{
 			inst.Bin(kube.APIServer),
-			"--bind-address=" + localhost,
-			"--advertise-address=" + localhost,
+			"--bind-address=" + apiAddr,
+			"--advertise-address=" + apiAddr,
 			"--secure-port=" + strconv.Itoa(ps.APIServer),
 			"--etcd-servers=" + etcdURL,
 			"--etcd-cafile=" + p("etcd-ca.crt"),
@@ -201,9 +243,16 @@ func plan(dir string, inst *kube.Installation, ps ports, serviceSubnet, podSubne
 			"--authorization-mode=Node,RBAC",
 			"--allow-privileged=true",
 			"--profiling=false",
+			// Logs, exec and port-forward go to the kubelet at its
+			// InternalIP, which it serves with a certificate of the
+			// cluster CA.
+			"--kubelet-client-certificate=" + p("apiserver-kubelet-client.crt"),
+			"--kubelet-client-key=" + p("apiserver-kubelet-client.key"),
+			"--kubelet-certificate-authority=" + p("ca.crt"),
+			"--kubelet-preferred-address-types=InternalIP",
 		},
 		Env:    gcHoliday,
-		Health: "https://" + addr(ps.APIServer) + "/readyz",
+		Health: "https://" + net.JoinHostPort(apiAddr, strconv.Itoa(ps.APIServer)) + "/readyz",
 	}
 	kcm := component{
 		Name: kube.ControllerManager,

@@ -1,12 +1,16 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,10 +47,14 @@ var _ provider.Provider = (*Provider)(nil)
 
 // Provider runs clusters as processes on this host.
 type Provider struct {
-	stateDir   string
-	cache      kube.Cache
-	supervisor []string
-	now        func() time.Time
+	stateDir    string
+	cache       kube.Cache
+	supervisor  []string
+	hostNetwork netip.Prefix
+	// hostNetworkErr is why Options.HostNetwork was refused; it fails
+	// every create of a real-node cluster.
+	hostNetworkErr error
+	now            func() time.Time
 }
 
 // Options configure a Provider.
@@ -59,6 +67,10 @@ type Options struct {
 	// given as the last argument, normally this program with its hidden
 	// supervise command.
 	Supervisor []string
+	// HostNetwork is the range real-node clusters take their host-side
+	// addresses from; empty means $EPHEMERA_HOST_NETWORK, else
+	// DefaultHostNetwork.
+	HostNetwork string
 }
 
 // New returns a local provider. A relative StateDir is made absolute: the
@@ -68,7 +80,13 @@ func New(opts Options) *Provider {
 	if abs, err := filepath.Abs(stateDir); err == nil {
 		stateDir = abs
 	}
-	return &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, now: time.Now}
+	hostNetwork := opts.HostNetwork
+	if hostNetwork == "" {
+		hostNetwork = cmp.Or(os.Getenv(HostNetworkEnv), DefaultHostNetwork)
+	}
+	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, now: time.Now}
+	p.hostNetwork, p.hostNetworkErr = ParseHostNetwork(hostNetwork)
+	return p
 }
 
 // DefaultStateDir returns $EPHEMERA_STATE_DIR, else $XDG_STATE_HOME/ephemera,
@@ -112,6 +130,11 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 	if n := spec.Nodes.SimulatedCount(); n < 0 || n > maxSimulatedNodes {
 		return nil, fmt.Errorf("%w: %d simulated nodes: want 0 to %d", ErrInvalidSpec, n, maxSimulatedNodes)
 	}
+	realNodes := spec.Nodes.RealCount()
+	if realNodes < 0 || realNodes > 1 {
+		return nil, fmt.Errorf("%w: %d real nodes: the local provider runs 0 or 1 (add simulated nodes for more)", ErrInvalidSpec, realNodes)
+	}
+	subnets := map[string]string{"serviceSubnet": defaultServiceSubnet, "podSubnet": defaultPodSubnet}
 	for field, cidr := range map[string]string{"serviceSubnet": spec.Network.ServiceSubnet, "podSubnet": spec.Network.PodSubnet} {
 		if cidr == "" {
 			continue
@@ -119,12 +142,30 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 		if _, err := firstServiceIP(cidr); err != nil {
 			return nil, fmt.Errorf("%w: network.%s: %q is not a CIDR like 10.96.0.0/16", ErrInvalidSpec, field, cidr)
 		}
+		subnets[field] = cidr
 	}
 	version := spec.KubernetesVersion
 	if version == "" {
 		version = kube.DefaultVersion
 	}
-	return p.cache.Get(version)
+	inst, err := p.cache.Get(version)
+	if err != nil {
+		return nil, err
+	}
+	if realNodes > 0 {
+		if p.hostNetworkErr != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidSpec, p.hostNetworkErr)
+		}
+		for field, cidr := range subnets {
+			if prefix, _ := netip.ParsePrefix(cidr); prefix.Overlaps(p.hostNetwork) {
+				return nil, fmt.Errorf("%w: network.%s %s overlaps the host network %s real nodes get their addresses from: choose another subnet, or set %s", ErrInvalidSpec, field, cidr, p.hostNetwork, HostNetworkEnv)
+			}
+		}
+		if err := checkRealNodeHost(inst); err != nil {
+			return nil, err
+		}
+	}
+	return inst, nil
 }
 
 // Create implements provider.Provider. It writes the cluster's certificates,
@@ -145,8 +186,9 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 	defer lock.Unlock()
 	defer func() {
 		if err != nil {
-			_ = killAll(context.WithoutCancel(ctx), dir)
-			_ = os.RemoveAll(dir)
+			cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			_ = teardown(cleanupCtx, dir)
 		}
 	}()
 
@@ -158,11 +200,62 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 	if spec.Network.PodSubnet == "" {
 		spec.Network.PodSubnet = defaultPodSubnet
 	}
-	n := spec.Nodes.SimulatedCount()
-	spec.Nodes.Simulated = &n
+	realNodes, sim := spec.Nodes.RealCount(), spec.Nodes.SimulatedCount()
+	spec.Nodes.Real, spec.Nodes.Simulated = &realNodes, &sim
 
-	now := p.now()
-	ca, err := writePKI(dir, spec.Network.ServiceSubnet, now)
+	st := clusterState{
+		Name:              name,
+		KubernetesVersion: inst.Version,
+		Spec:              spec,
+		CreatedAt:         p.now().UTC(),
+	}
+	if realNodes > 0 {
+		// The network comes first: its addresses go into the certificates.
+		// The lock is held until the veth has its address, which is what
+		// other creates look at.
+		unlock, err := lockHostNetwork(ctx)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		nn, err := allocateNodeNetwork(dir, p.hostNetwork)
+		if err != nil {
+			return fmt.Errorf("create cluster %q: %w", name, err)
+		}
+		dns, err := nthServiceIP(spec.Network.ServiceSubnet, 10)
+		if err != nil {
+			return err
+		}
+		st.Node = &realNode{
+			Network: nn,
+			Keep:    []string{inst.Dir},
+			Images:  []string{inst.Image(kube.PauseImage), inst.Image(kube.CoreDNSImage)},
+			DNS:     dns,
+		}
+		st.Ports = netnsPorts
+		st.Endpoint = "https://" + net.JoinHostPort(nn.NodeIP.String(), strconv.Itoa(st.Ports.APIServer))
+	}
+	if err := p.planCluster(ctx, dir, inst, &st); err != nil {
+		return fmt.Errorf("plan cluster %q: %w", name, err)
+	}
+	pid, err := p.startSupervisor(ctx, dir, st.Node != nil)
+	if err != nil {
+		return err
+	}
+	if st.Node != nil {
+		return attachNodeNetwork(ctx, st.Node.Network, pid)
+	}
+	return nil
+}
+
+// planCluster writes certificates, kubeconfigs and the final plan. A
+// cluster without a real node takes free ports of the host first.
+func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Installation, st *clusterState) error {
+	var nodeIP netip.Addr
+	if st.Node != nil {
+		nodeIP = st.Node.Network.NodeIP
+	}
+	ca, err := writePKI(dir, st.Spec.Network.ServiceSubnet, nodeIP, st.CreatedAt)
 	if err != nil {
 		return fmt.Errorf("create certificates: %w", err)
 	}
@@ -171,25 +264,35 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 			return err
 		}
 	}
-	err = p.allocatePorts(ctx, func(ps ports) error {
-		endpoint := "https://" + localhost + ":" + strconv.Itoa(ps.APIServer)
-		if err := writeKubeconfigs(dir, ca, name, endpoint, now); err != nil {
+	write := func() error {
+		if err := writeKubeconfigs(dir, ca, st.Name, st.Endpoint, st.Node != nil, st.CreatedAt); err != nil {
 			return err
 		}
-		return writeJSON(filepath.Join(dir, clusterFile), clusterState{
-			Name:              name,
-			KubernetesVersion: inst.Version,
-			Spec:              spec,
-			CreatedAt:         now.UTC(),
-			Endpoint:          endpoint,
-			Ports:             ps,
-			Components:        plan(dir, inst, ps, spec.Network.ServiceSubnet, spec.Network.PodSubnet),
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("plan cluster %q: %w", name, err)
+		apiAddr := localhost
+		st.Components = nil
+		if st.Node != nil {
+			apiAddr = st.Node.Network.NodeIP.String()
+			if err := writeNodeConfig(dir, *st.Node, st.Node.Network.Cgroup, st.Spec.Network.PodSubnet); err != nil {
+				return fmt.Errorf("write node configuration: %w", err)
+			}
+		}
+		st.Components = plan(dir, inst, st.Ports, apiAddr, st.Spec.Network.ServiceSubnet, st.Spec.Network.PodSubnet)
+		if st.Spec.Nodes.SimulatedCount() == 0 {
+			st.Components = slices.DeleteFunc(st.Components, func(c component) bool { return c.Name == kube.Kwok })
+		}
+		if st.Node != nil {
+			st.Components = append(st.Components, nodeComponents(dir, inst, *st.Node, st.Name)...)
+		}
+		return writeJSON(filepath.Join(dir, clusterFile), st)
 	}
-	return p.startSupervisor(ctx, dir)
+	if st.Node != nil {
+		return write()
+	}
+	return p.allocatePorts(ctx, func(ps ports) error {
+		st.Ports = ps
+		st.Endpoint = "https://" + localhost + ":" + strconv.Itoa(ps.APIServer)
+		return write()
+	})
 }
 
 // reserve creates the cluster's dir with the create lock already held in
@@ -254,28 +357,39 @@ func (p *Provider) removeStaleReservations() {
 // the terminal does not reach it. It returns once the supervisor holds its
 // lock, so no observer ever sees the cluster with neither lock held. On
 // failure the caller kills what was started (see killAll).
-func (p *Provider) startSupervisor(ctx context.Context, dir string) error {
+// It returns the supervisor's pid.
+//
+// The supervisor of a real-node cluster starts in a new network namespace,
+// the cluster's, and a new mount namespace (see prepareNode).
+func (p *Provider) startSupervisor(ctx context.Context, dir string, realNode bool) (int, error) {
 	if len(p.supervisor) == 0 {
-		return errors.New("no supervisor command configured")
+		return 0, errors.New("no supervisor command configured")
 	}
 	logPath := filepath.Join(dir, logsDir, "supervisor.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer logFile.Close()
 	argv := append(append([]string{}, p.supervisor...), dir)
+	attr := &syscall.SysProcAttr{Setsid: true}
+	if realNode {
+		attr.Cloneflags = syscall.CLONE_NEWNET
+		// Unshared rather than cloned: Go then makes every mount
+		// private, so nothing the cluster mounts reaches the host.
+		attr.Unshareflags = syscall.CLONE_NEWNS
+	}
 	cmd := osexec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = attr
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start supervisor: %w", err)
+		return 0, fmt.Errorf("start supervisor: %w", err)
 	}
 	// Its pid is the session id of every process of the cluster.
 	if err := os.WriteFile(filepath.Join(dir, supervisorPIDFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 		_ = cmd.Process.Kill()
-		return err
+		return 0, err
 	}
 	exited := make(chan error, 1)
 	// Reap it if it exits while we live; otherwise init adopts it.
@@ -284,15 +398,15 @@ func (p *Provider) startSupervisor(ctx context.Context, dir string) error {
 	for !flock.Held(filepath.Join(dir, supervisorLock)) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("supervisor exited at start (%v):\n%s", err, tailOf(logPath))
+			return 0, fmt.Errorf("supervisor exited at start (%v):\n%s", err, tailOf(logPath))
 		case <-deadline:
-			return fmt.Errorf("supervisor did not start within %s:\n%s", supervisorStartTimeout, tailOf(logPath))
+			return 0, fmt.Errorf("supervisor did not start within %s:\n%s", supervisorStartTimeout, tailOf(logPath))
 		case <-ctx.Done():
-			return fmt.Errorf("start supervisor: %w", ctx.Err())
+			return 0, fmt.Errorf("start supervisor: %w", ctx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	return nil
+	return cmd.Process.Pid, nil
 }
 
 // tailOf returns the end of a log file, for errors.
@@ -374,8 +488,24 @@ func (p *Provider) Delete(ctx context.Context, name string) error {
 	defer creating.Unlock()
 	killCtx, cancelKill := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelKill()
-	if err := killAll(killCtx, dir); err != nil {
+	return teardown(killCtx, dir)
+}
+
+// teardown stops every process of the cluster in dir (pods included),
+// removes what it made on the host (cgroups, network namespace, veth; its
+// mounts went with its mount namespace) and then its dir. Everything it
+// looks for derives from dir, so it works on a cluster whose create died
+// at any point, and again after a teardown that failed halfway.
+func teardown(ctx context.Context, dir string) error {
+	if err := killAll(ctx, dir); err != nil {
 		return err
+	}
+	names := namesFor(dir)
+	if err := removeCgroup(ctx, names.Cgroup); err != nil {
+		return err
+	}
+	if err := teardownHostNetwork(ctx, names); err != nil {
+		return fmt.Errorf("remove the cluster's network: %w", err)
 	}
 	return os.RemoveAll(dir)
 }

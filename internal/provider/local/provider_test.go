@@ -58,6 +58,12 @@ func TestValidate(t *testing.T) {
 		{name: "podSubnet prefix too long", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{PodSubnet: "10.244.0.0/33"}}, want: ErrInvalidSpec, msg: "network.podSubnet"},
 		{name: "podSubnet garbage", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{PodSubnet: "10.244.0.0/x"}}, want: ErrInvalidSpec, msg: "network.podSubnet"},
 
+		// Real nodes.
+		{name: "real 1", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(1)}}, want: kube.ErrNotInstalled},
+		{name: "real 2", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(2)}}, want: ErrInvalidSpec, msg: "0 or 1"},
+		{name: "real -1", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(-1)}}, want: ErrInvalidSpec, msg: "-1 real nodes"},
+		{name: "no nodes: control plane only", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(0), Simulated: int32Ptr(0)}}, want: kube.ErrNotInstalled},
+
 		// Versions.
 		{name: "version not installed", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{KubernetesVersion: "v1.35.4"}, want: kube.ErrNotInstalled, msg: "v1.35.4"},
 		{name: "version garbage", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{KubernetesVersion: "latest"}, want: kube.ErrInvalidVersion},
@@ -98,12 +104,57 @@ func TestValidateInstalled(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "install.json"), []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	inst, err := p.Validate("dev", v1alpha1.ClusterTemplateSpec{})
+	simulated := v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(3)}}
+	inst, err := p.Validate("dev", simulated)
 	if err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
 	if inst.Version != kube.DefaultVersion || inst.Dir != dir {
 		t.Errorf("Validate = %+v, want version %s in %s", inst, kube.DefaultVersion, dir)
+	}
+
+	// A real node needs the node binaries and images too.
+	_, err = p.Validate("dev", v1alpha1.ClusterTemplateSpec{})
+	if !errors.Is(err, ErrHostCannotRunNode) {
+		t.Fatalf("Validate with a real node = %v, want ErrHostCannotRunNode", err)
+	}
+	for _, want := range []string{"kubelet, kube-proxy, pause.tar, coredns.tar", "ephemera kube install --version " + kube.DefaultVersion, "--real-nodes 0"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %q, want it to mention %q", err, want)
+		}
+	}
+
+	// Subnets must not overlap the host network.
+	overlapping := v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{PodSubnet: "10.250.0.0/24"}}
+	if _, err := p.Validate("dev", overlapping); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "overlaps the host network 10.250.0.0/16") {
+		t.Errorf("Validate with an overlapping pod subnet = %v, want ErrInvalidSpec naming the overlap", err)
+	}
+	if _, err := p.Validate("dev", v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(1)}, Network: overlapping.Network}); err != nil {
+		t.Errorf("a simulated-only cluster has no host network to overlap: %v", err)
+	}
+	bad := New(Options{StateDir: t.TempDir(), Cache: p.cache, HostNetwork: "10.250.0.0/31"})
+	if _, err := bad.Validate("dev", v1alpha1.ClusterTemplateSpec{}); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "/30 or larger") {
+		t.Errorf("Validate with host network /31 = %v, want ErrInvalidSpec", err)
+	}
+}
+
+func TestCheckRealNodeHostNamesWhatIsMissing(t *testing.T) {
+	// No program is found on an empty PATH.
+	t.Setenv("PATH", t.TempDir())
+	inst := &kube.Installation{Version: "v1.36.3", Dir: t.TempDir()}
+	err := checkRealNodeHost(inst)
+	if !errors.Is(err, ErrHostCannotRunNode) {
+		t.Fatalf("checkRealNodeHost = %v, want ErrHostCannotRunNode", err)
+	}
+	for _, want := range []string{
+		"containerd, containerd-shim-runc-v2, ctr, runc, iptables",
+		"apt-get install containerd runc iptables iproute2 util-linux conntrack",
+		"ephemera kube install --version v1.36.3",
+		"--simulated-nodes 3",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %q\nwant it to mention %q", err, want)
+		}
 	}
 }
 

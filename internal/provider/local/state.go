@@ -31,7 +31,11 @@ type clusterState struct {
 	Spec              v1alpha1.ClusterTemplateSpec `json:"spec"`
 	CreatedAt         time.Time                    `json:"createdAt"`
 	Endpoint          string                       `json:"endpoint"`
-	Ports             ports                        `json:"ports"`
+	// Ports are on 127.0.0.1 of the host, or of the cluster's network
+	// namespace when it has a real node.
+	Ports ports `json:"ports"`
+	// Node is the real node's plan, when the cluster has one.
+	Node *realNode `json:"node,omitempty"`
 	// Components are started by the supervisor in stage order.
 	Components []component `json:"components"`
 }

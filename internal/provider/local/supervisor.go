@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,9 +67,20 @@ func Supervise(ctx context.Context, dir string) error {
 			Components: map[string]componentStatus{},
 		},
 	}
-	if err := s.setupClients(); err != nil {
+	fail := func(err error) error {
 		s.update(func(st *supervisorStatus) { st.Phase, st.Message = supervisorFailed, err.Error() })
 		return err
+	}
+	if err := s.setupClients(); err != nil {
+		return fail(err)
+	}
+	if st.Node != nil {
+		if err := waitNodeAddress(ctx, st.Node.Network.NodeIP); err != nil {
+			return fail(err)
+		}
+		if err := prepareNode(dir, st); err != nil {
+			return fail(fmt.Errorf("prepare the node: %w", err))
+		}
 	}
 	go s.spawner()
 
@@ -86,6 +99,12 @@ func Supervise(ctx context.Context, dir string) error {
 
 	s.update(func(*supervisorStatus) {})
 	start(0)
+	if st.Node != nil {
+		// Images go in while the API server starts; the kubelet starts
+		// after them (see startup).
+		s.imagesImported = make(chan error, 1)
+		go func() { s.imagesImported <- importImages(runCtx, st.Node.Images) }()
+	}
 	var startedLate sync.Once
 	startLate := func() { startedLate.Do(func() { start(1) }) }
 	// A start-up that fails (a slow machine, an API server that needed a
@@ -120,6 +139,15 @@ func (s *supervisor) startup(ctx context.Context, startLate func()) error {
 			st.APIReadyAt = &apiReady
 		}
 	})
+	if s.imagesImported != nil {
+		s.importOnce.Do(func() { s.importErr = <-s.imagesImported })
+		if s.importErr != nil {
+			return fmt.Errorf("import the node's images: %w", s.importErr)
+		}
+		if err := ensureDNS(ctx, s.client, *s.state.Node); err != nil {
+			return fmt.Errorf("deploy cluster DNS: %w", err)
+		}
+	}
 	startLate()
 	if err := registerSimulatedNodes(ctx, s.client, s.state.Name, s.state.Spec.Nodes.SimulatedCount()); err != nil {
 		return fmt.Errorf("register simulated nodes: %w", err)
@@ -150,6 +178,11 @@ type supervisor struct {
 	spawn  chan spawnRequest
 	client kubernetes.Interface
 	http   *http.Client
+
+	// imagesImported reports the import of a real node's images, once.
+	imagesImported chan error
+	importOnce     sync.Once
+	importErr      error
 
 	mu      sync.Mutex
 	status  supervisorStatus
@@ -314,6 +347,14 @@ func (s *supervisor) checkHealth(ctx context.Context) []string {
 }
 
 func (s *supervisor) probe(ctx context.Context, url string) bool {
+	if path, ok := strings.CutPrefix(url, "unix://"); ok {
+		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "unix", path)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false

@@ -13,10 +13,12 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/lifecycle"
+	"github.com/ephemera-dev/ephemera/internal/provider/local"
 )
 
 type options struct {
 	file              string
+	realNodes         int32
 	simulatedNodes    int32
 	kubernetesVersion string
 	wait              time.Duration
@@ -31,7 +33,21 @@ func NewCommand(e *env.Env) *cobra.Command {
 		Short: "Create a local cluster and wait until it is usable",
 		Long: `Create a cluster: a real Kubernetes control plane (etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler) running as local processes, with
-simulated nodes where pods are scheduled and reported Running.
+nodes of two kinds:
+
+  real       a kubelet with containerd, runc, CNI and kube-proxy, where pods
+             run for real, with cluster DNS (CoreDNS). Needs root and the
+             packages containerd, runc, containernetworking-plugins,
+             iptables and conntrack. At most one per cluster.
+  simulated  Node objects kept Ready by a simulator (kwok): pods are
+             scheduled and reported Running without running anything.
+             Cheap (0 to 1000), and needs no root.
+
+With no node flags a cluster has one real node. A cluster with a real node
+lives in its own network namespace, joined to the host by a veth pair whose
+addresses come from --host-network; its API server listens there and the
+kubeconfig points there. Clusters cannot reach each other. Load your images
+with 'ephemera load image'.
 
 The command returns once the API answers and, within --wait, every node is
 Ready and pods can be created. The cluster keeps running after the command
@@ -50,11 +66,14 @@ its spec. A cluster file looks like:
   spec:
     kubernetesVersion: v1.36.3     # optional; see 'ephemera kube list'
     nodes:
-      simulated: 3                 # 0 to 1000, default 1
+      real: 1                      # 0 or 1; default 1 if no count is set
+      simulated: 3                 # 0 to 1000, default 0
     network:                       # optional
       serviceSubnet: 10.96.0.0/16
       podSubnet: 10.244.0.0/16`,
-		Example: `  ephemera create cluster demo --simulated-nodes 3
+		Example: `  ephemera create cluster app                 # one real node
+  ephemera create cluster api --simulated-nodes 3   # simulated nodes only, no root needed
+  ephemera create cluster mix --real-nodes 1 --simulated-nodes 100
   ephemera create cluster old --kubernetes-version v1.35.4
   ephemera create cluster -f cluster.yaml
   ephemera create cluster fast --wait 0   # return as soon as the API answers`,
@@ -72,7 +91,9 @@ its spec. A cluster file looks like:
 		},
 	}
 	cmd.Flags().StringVarP(&opts.file, "file", "f", "", "ClusterTemplate YAML file describing the cluster (- for stdin)")
-	cmd.Flags().Int32Var(&opts.simulatedNodes, "simulated-nodes", v1alpha1.DefaultSimulatedNodes, "number of simulated nodes (0 to 1000)")
+	cmd.Flags().Int32Var(&opts.realNodes, "real-nodes", v1alpha1.DefaultRealNodes, "number of real nodes (0 or 1; default 1 unless --simulated-nodes is given)")
+	cmd.Flags().Int32Var(&opts.simulatedNodes, "simulated-nodes", 0, "number of simulated nodes (0 to 1000)")
+	cmd.Flags().StringVar(&e.HostNetwork, "host-network", "", "host-side range real-node clusters take a /30 from (env "+local.HostNetworkEnv+", default "+local.DefaultHostNetwork+")")
 	cmd.Flags().StringVar(&opts.kubernetesVersion, "kubernetes-version", "", fmt.Sprintf("Kubernetes release (default %s; see 'ephemera kube list')", kube.DefaultVersion))
 	cmd.Flags().DurationVar(&opts.wait, "wait", 60*time.Second, "how long to wait for nodes Ready and pods creatable after the API answers (0 returns at once)")
 	cmd.Flags().BoolVar(&opts.retain, "retain", false, "keep the cluster if creating it fails, for debugging")
@@ -94,6 +115,10 @@ func resolveSpec(cmd *cobra.Command, e *env.Env, opts *options, name string) (v1
 	}
 	if name == "" {
 		return spec, "", errors.New("a cluster name is required: ephemera create cluster NAME (or metadata.name in the -f file)")
+	}
+	if cmd.Flags().Changed("real-nodes") {
+		n := opts.realNodes
+		spec.Nodes.Real = &n
 	}
 	if cmd.Flags().Changed("simulated-nodes") {
 		n := opts.simulatedNodes
@@ -126,7 +151,7 @@ func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alp
 	if opts.wait == 0 {
 		state = "answers (controllers and nodes are still starting)"
 	}
-	fmt.Fprintf(e.ErrOut, "Cluster %q (Kubernetes %s, %d simulated nodes) %s after %s.\n\nUse it with:\n", name, c.KubernetesVersion, c.SimulatedNodes, state, time.Since(started).Round(10*time.Millisecond))
+	fmt.Fprintf(e.ErrOut, "Cluster %q (Kubernetes %s, %s) %s after %s.\n\nUse it with:\n", name, c.KubernetesVersion, lifecycle.NodeCounts(c.RealNodes, c.SimulatedNodes), state, time.Since(started).Round(10*time.Millisecond))
 	if c.KubeconfigPath != "" {
 		fmt.Fprintf(e.ErrOut, "  export KUBECONFIG=%s\nor:\n", c.KubeconfigPath)
 	}

@@ -1,0 +1,90 @@
+// Command hello is the demo and test workload for real nodes: a tiny HTTP
+// server and a client for it, in one static binary that
+// `ephemera build image` packs into an image.
+//
+//	hello serve [ADDR]   serve "hello from HOSTNAME" on ADDR (default :8080)
+//	hello get URL        print the body of URL, retrying for up to 30 s
+//	hello sleep          wait until killed (a pod to exec into)
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: hello serve [ADDR] | get URL | sleep")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		addr := ":8080"
+		if len(os.Args) > 2 {
+			addr = os.Args[2]
+		}
+		err = serve(addr)
+	case "get":
+		if len(os.Args) < 3 {
+			err = fmt.Errorf("usage: hello get URL")
+			break
+		}
+		err = get(os.Args[2])
+	case "sleep":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		<-ctx.Done()
+	default:
+		err = fmt.Errorf("unknown command %q: want serve, get or sleep", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hello:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(addr string) error {
+	host, _ := os.Hostname()
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Printf("%s %s from %s\n", r.Method, r.URL.Path, r.RemoteAddr)
+		fmt.Fprintf(w, "hello from %s\n", host)
+	})
+	fmt.Printf("listening on %s\n", addr)
+	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+func get(url string) error {
+	client := &http.Client{Timeout: 3 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			body, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if rerr == nil && resp.StatusCode == http.StatusOK {
+				fmt.Print(string(body))
+				return nil
+			}
+			err = fmt.Errorf("%s: %s %v", url, resp.Status, rerr)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "retrying:", err)
+		time.Sleep(500 * time.Millisecond)
+	}
+}
