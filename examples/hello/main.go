@@ -3,7 +3,7 @@
 // `ephemera build image` packs into an image.
 //
 //	hello serve [ADDR]   serve "hello from HOSTNAME" on ADDR (default :8080)
-//	hello get URL        print the body of URL, retrying for up to 30 s
+//	hello get URL [FOR]  print the body of URL, retrying for up to FOR (30s)
 //	hello sleep          wait until killed (a pod to exec into)
 package main
 
@@ -20,7 +20,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: hello serve [ADDR] | get URL | sleep")
+		fmt.Fprintln(os.Stderr, "usage: hello serve [ADDR] | get URL [FOR] | sleep")
 		os.Exit(2)
 	}
 	var err error
@@ -33,10 +33,16 @@ func main() {
 		err = serve(addr)
 	case "get":
 		if len(os.Args) < 3 {
-			err = fmt.Errorf("usage: hello get URL")
+			err = fmt.Errorf("usage: hello get URL [FOR]")
 			break
 		}
-		err = get(os.Args[2])
+		wait := 30 * time.Second
+		if len(os.Args) > 3 {
+			if wait, err = time.ParseDuration(os.Args[3]); err != nil {
+				break
+			}
+		}
+		err = get(os.Args[2], wait)
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
@@ -67,9 +73,9 @@ func serve(addr string) error {
 	return nil
 }
 
-func get(url string) error {
-	client := &http.Client{Timeout: 3 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
+func get(url string, wait time.Duration) error {
+	client := &http.Client{Timeout: min(3*time.Second, wait)}
+	deadline := time.Now().Add(wait)
 	for {
 		resp, err := client.Get(url)
 		if err == nil {

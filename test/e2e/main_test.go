@@ -168,12 +168,14 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, stateDir: t.TempDir()}
+	before := snapshotHost()
 	t.Cleanup(func() {
 		r := h.run(context.Background(), "delete", "cluster", "--all")
 		if r.err != nil {
 			t.Errorf("cleanup: delete --all: %s", r)
 		}
 		h.assertNothingLeft()
+		h.assertHostClean(before)
 	})
 	return h
 }
@@ -222,8 +224,7 @@ func processesUnder(dir string) []string {
 		if err != nil || !bytes.Contains(b, []byte(dir)) {
 			continue
 		}
-		st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if i := bytes.LastIndexByte(st, ')'); i > 0 && i+2 < len(st) && st[i+2] == 'Z' {
+		if pid, _ := strconv.Atoi(e.Name()); isZombie(pid) {
 			continue
 		}
 		out = append(out, e.Name()+": "+strings.ReplaceAll(string(b), "\x00", " "))
@@ -251,4 +252,11 @@ func (h *harness) assertNothingLeft() {
 	for _, e := range entries {
 		h.t.Errorf("cluster dir left behind: %s", e.Name())
 	}
+}
+
+// with returns the harness for a subtest: failures go to t.
+func (h *harness) with(t *testing.T) *harness {
+	c := *h
+	c.t = t
+	return &c
 }
