@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh: the whole story in one run. Installs what is missing, creates a
-# cluster with 3 simulated nodes, deploys a 3-replica Deployment and waits for
-# it, shows nodes and pods, and deletes the cluster, even on failure.
+# cluster with one real node, builds an image of a small HTTP server
+# (examples/hello) without Docker and loads it, runs it behind a Service,
+# reaches it from another pod by DNS name, prints the answer, and deletes the
+# cluster, even on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh
@@ -21,19 +23,27 @@ else
   step() { printf '\n== %s\n' "$*"; }
 fi
 
-step "Create a cluster with 3 simulated nodes"
-$E create cluster "$name" --simulated-nodes 3
+step "Create a cluster with one real node (kubelet, containerd, CNI, kube-proxy, CoreDNS)"
+$E create cluster "$name"
 
-step "Use it with kubectl"
+step "Build an image of examples/hello without Docker and load it into the cluster"
+CGO_ENABLED=0 go build -o "$workdir/hello" ./examples/hello
+$E build image --from-binary "$workdir/hello" --tag example.com/hello:v1 -o "$workdir/hello.tar"
+$E load image "$workdir/hello.tar" --cluster "$name"
+
+step "Run it behind a Service"
 $E get kubeconfig "$name" > "$workdir/kubeconfig"
 kubectl() { "$($E kube path kubectl)" --kubeconfig "$workdir/kubeconfig" "$@"; }
-kubectl version
 kubectl get nodes -o wide
+kubectl create deployment hello --image=example.com/hello:v1 --port=8080 -- /hello serve
+kubectl expose deployment hello --port=80 --target-port=8080
+kubectl rollout status deployment/hello --timeout=60s
 
-step "Deploy 3 replicas and wait until the Deployment is Available"
-kubectl create deployment web --image=registry.k8s.io/pause:3.10 --replicas=3
-kubectl wait deployment/web --for=condition=Available --timeout=60s
-kubectl get pods -o wide
+step "Call it from another pod by its DNS name"
+kubectl run client --image=example.com/hello:v1 --restart=Never -- get http://hello.default.svc.cluster.local/
+kubectl wait pod/client --for=jsonpath='{.status.phase}'=Succeeded --timeout=60s
+echo "The client pod got: $(kubectl logs client)"
+kubectl get pods -A -o wide
 
 step "Clusters"
 $E get clusters

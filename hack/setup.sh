@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# OS packages. The control plane and simulated nodes need none beyond Go; the
-# list grows with real nodes.
-packages=(ca-certificates)
+# OS packages. The control plane and simulated nodes need none beyond Go;
+# real nodes run containerd, runc, CNI plugins, iptables and conntrack from
+# the distribution.
+packages=(ca-certificates containerd runc containernetworking-plugins iptables iproute2 conntrack util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,7 +17,7 @@ if ((${#missing[@]})); then
   echo " • Installing OS packages: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 command -v go >/dev/null || { echo "ERROR: Go is not on PATH; install Go 1.26 or newer" >&2; exit 1; }

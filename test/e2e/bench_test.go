@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -83,11 +86,54 @@ func benchCreateDelete(b *testing.B, createMetric, deleteMetric string, createAr
 	reportDurations(b, deleteMetric, del)
 }
 
+// BenchmarkCreateFirstPodRunning times a default create (one real node,
+// waiting until it is ready, cluster DNS included) followed by
+// `kubectl run` of a pod and the wait until it is Running: from starting the
+// CLI to the first pod of one's own running for real.
+func BenchmarkCreateFirstPodRunning(b *testing.B) {
+	h := benchHarness(b)
+	var firstPod, del []time.Duration
+	for i := 0; b.Loop(); i++ {
+		name := fmt.Sprintf("pod-%d", i)
+		start := time.Now()
+		if r := h.run(context.Background(), "create", "cluster", name); r.err != nil {
+			b.Fatalf("create: %s", r)
+		}
+		// The pause image is in every real node already.
+		if out, err := h.kubectl(newVersion, name, "run", "first", "--image=localhost/ephemera/pause:3.10", "--restart=Never"); err != nil {
+			b.Fatalf("kubectl run: %v\n%s", err, out)
+		}
+		if out, err := h.kubectl(newVersion, name, "wait", "pod/first", "--for=jsonpath={.status.phase}=Running", "--timeout=60s"); err != nil {
+			b.Fatalf("kubectl wait: %v\n%s", err, out)
+		}
+		firstPod = append(firstPod, time.Since(start))
+		b.StopTimer()
+		start = time.Now()
+		if r := h.run(context.Background(), "delete", "cluster", name); r.err != nil {
+			b.Fatalf("delete: %s", r)
+		}
+		del = append(del, time.Since(start))
+		b.StartTimer()
+	}
+	reportDurations(b, "first-pod-running", firstPod)
+	reportDurations(b, "delete", del)
+}
+
 // BenchmarkIdleMemory creates one cluster with 3 simulated nodes, lets it
 // idle, and reports the memory of all its processes (supervisor included):
 // the RSS sum, the PSS sum (shared pages split between sharers) and the
 // anonymous (heap) part. Each iteration measures a fresh cluster.
 func BenchmarkIdleMemory(b *testing.B) {
+	benchIdleMemory(b, "--real-nodes", "0", "--simulated-nodes", "3")
+}
+
+// BenchmarkIdleMemoryRealNode is BenchmarkIdleMemory for a default cluster:
+// one real node with CoreDNS, containerd shims and pause containers counted.
+func BenchmarkIdleMemoryRealNode(b *testing.B) {
+	benchIdleMemory(b)
+}
+
+func benchIdleMemory(b *testing.B, createArgs ...string) {
 	h := benchHarness(b)
 	idle := 20 * time.Second
 	if s := os.Getenv("EPHEMERA_BENCH_IDLE"); s != "" {
@@ -98,7 +144,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 	var rss, pss, anon []float64
 	for i := 0; b.Loop(); i++ {
 		name := fmt.Sprintf("mem-%d", i)
-		if r := h.run(context.Background(), "create", "cluster", name, "--simulated-nodes", "3"); r.err != nil {
+		if r := h.run(context.Background(), append([]string{"create", "cluster", name}, createArgs...)...); r.err != nil {
 			b.Fatalf("create: %s", r)
 		}
 		time.Sleep(idle)
@@ -120,12 +166,39 @@ func BenchmarkIdleMemory(b *testing.B) {
 	b.ReportMetric(median(anon), "anon-MiB")
 }
 
+// clusterPIDs returns the cluster's processes: those naming its dir, and
+// those in its cgroup (pods, containerd shims).
+func clusterPIDs(dir string) []string {
+	seen := map[string]bool{}
+	for _, p := range processesUnder(dir) {
+		seen[p[:strings.IndexByte(p, ':')]] = true
+	}
+	var plan struct {
+		Node *struct {
+			Network struct {
+				Cgroup string `json:"cgroup"`
+			} `json:"network"`
+		} `json:"node"`
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "cluster.json")); err == nil && json.Unmarshal(b, &plan) == nil && plan.Node != nil {
+		_ = filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", plan.Node.Network.Cgroup), func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.Name() == "cgroup.procs" {
+				b, _ := os.ReadFile(path)
+				for _, pid := range strings.Fields(string(b)) {
+					seen[pid] = true
+				}
+			}
+			return nil
+		})
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
 // clusterMemory sums smaps_rollup fields (MiB) over the cluster's processes
 // and adds "rss:<comm>" per process.
 func clusterMemory(dir string) map[string]float64 {
 	out := map[string]float64{}
-	for _, p := range processesUnder(dir) {
-		pid := p[:strings.IndexByte(p, ':')]
+	for _, pid := range clusterPIDs(dir) {
 		b, err := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
 		if err != nil {
 			continue

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -43,11 +44,17 @@ const corefile = `.:53 {
 `
 
 // ensureDNS creates the cluster DNS objects; existing ones are left alone.
+// The API answers a moment before it has made kube-system: the namespace is
+// created here too, and a failed create is tried again for a while.
 func ensureDNS(ctx context.Context, c kubernetes.Interface, node realNode) error {
 	ns := metav1.NamespaceSystem
 	labels := map[string]string{"k8s-app": dnsService}
 	meta := metav1.ObjectMeta{Name: dnsName, Namespace: ns, Labels: labels}
 	creates := []func() error{
+		func() error {
+			_, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+			return err
+		},
 		func() error {
 			_, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta}, metav1.CreateOptions{})
 			return err
@@ -83,13 +90,28 @@ func ensureDNS(ctx context.Context, c kubernetes.Interface, node realNode) error
 			return err
 		},
 	}
+	deadline := time.Now().Add(dnsDeployTimeout)
 	for _, create := range creates {
-		if err := create(); err != nil && !apierrors.IsAlreadyExists(err) {
-			return err
+		for {
+			err := create()
+			if err == nil || apierrors.IsAlreadyExists(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(4 * pollInterval):
+			}
 		}
 	}
 	return nil
 }
+
+// dnsDeployTimeout bounds the retries of ensureDNS.
+const dnsDeployTimeout = 30 * time.Second
 
 func dnsServiceObject(node realNode, labels map[string]string) *corev1.Service {
 	return &corev1.Service{

@@ -144,11 +144,13 @@ func (s *supervisor) startup(ctx context.Context, startLate func()) error {
 		if s.importErr != nil {
 			return fmt.Errorf("import the node's images: %w", s.importErr)
 		}
+	}
+	startLate()
+	if s.state.Node != nil {
 		if err := ensureDNS(ctx, s.client, *s.state.Node); err != nil {
 			return fmt.Errorf("deploy cluster DNS: %w", err)
 		}
 	}
-	startLate()
 	if err := registerSimulatedNodes(ctx, s.client, s.state.Name, s.state.Spec.Nodes.SimulatedCount()); err != nil {
 		return fmt.Errorf("register simulated nodes: %w", err)
 	}

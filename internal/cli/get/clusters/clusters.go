@@ -73,7 +73,7 @@ func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
 		fmt.Fprintln(e.ErrOut, "No clusters. Create one with: ephemera create cluster NAME")
 		return nil
 	}
-	header := []string{"NAME", "PROVIDER", "PHASE", "VERSION", "NODES", "AGE"}
+	header := []string{"NAME", "PROVIDER", "PHASE", "VERSION", "REAL", "SIMULATED", "AGE"}
 	if opts.output == printer.Wide {
 		header = append(header, "ENDPOINT", "MESSAGE")
 	}
@@ -84,7 +84,7 @@ func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
 		if !c.CreatedAt.IsZero() {
 			age = duration.HumanDuration(time.Since(c.CreatedAt))
 		}
-		row := []string{c.Name, c.Provider, string(c.Phase), orDash(c.KubernetesVersion), strconv.Itoa(int(c.SimulatedNodes)), age}
+		row := []string{c.Name, c.Provider, string(c.Phase), orDash(c.KubernetesVersion), strconv.Itoa(int(c.RealNodes)), strconv.Itoa(int(c.SimulatedNodes)), age}
 		if opts.output == printer.Wide {
 			row = append(row, orDash(c.Endpoint), orDash(c.Message))
 		}
