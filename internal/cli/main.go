@@ -62,11 +62,14 @@ func NewRootCommand(e *env.Env) *cobra.Command {
 		Short: "Ephemeral, isolated Kubernetes test clusters in seconds",
 		Long: `ephemera creates isolated Kubernetes clusters for tests: a real control plane
 (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) built from
-upstream Kubernetes and run as local processes, with simulated nodes.
+upstream Kubernetes and run as local processes, with a real node (kubelet,
+containerd, CNI, kube-proxy, CoreDNS) in the cluster's own network namespace
+and/or simulated nodes.
 
 Start here:
   ephemera kube install                          # build Kubernetes once (cached)
-  ephemera create cluster demo --simulated-nodes 3
+  ephemera create cluster demo                   # one real node
+  ephemera load image app.tar --cluster demo     # docker save, OCI layout, or 'ephemera build image'
   ephemera get kubeconfig demo > demo.kubeconfig
   $(ephemera kube path kubectl) --kubeconfig demo.kubeconfig get nodes
   ephemera delete cluster demo`,

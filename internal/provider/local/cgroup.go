@@ -91,7 +91,7 @@ func createCgroup(name, sub string) ([]string, error) {
 				return nil, fmt.Errorf("create cgroup: %w", err)
 			}
 			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-				if b, err := os.ReadFile(filepath.Join(parent, f)); err == nil {
+				if b, err := os.ReadFile(filepath.Join(parent, f)); err == nil && strings.TrimSpace(string(b)) != "" {
 					cur, _ := os.ReadFile(filepath.Join(dir, f))
 					if strings.TrimSpace(string(cur)) == "" {
 						if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {

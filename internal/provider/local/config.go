@@ -35,8 +35,9 @@ const (
 
 // writePKI creates the cluster's CAs, serving and client certificates and
 // the service account signing key under dir/pki, and returns the cluster CA.
-// A cluster with a real node (nodeIP valid) also gets the kubelet's serving
-// certificate and the API server's client certificate for kubelets.
+// Every cluster gets the API server's client certificate for kubelets (the
+// API server's flags name it); one with a real node (nodeIP valid) also
+// gets the kubelet's serving certificate.
 func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time) (*pki.CA, error) {
 	pkiPath := filepath.Join(dir, pkiDir)
 	if err := os.MkdirAll(pkiPath, 0o700); err != nil {
@@ -289,7 +290,7 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 		},
 		Env:    gcHoliday,
 		Health: "https://" + addr(ps.ControllerManager) + "/healthz",
-		Stage:  1,
+		Stage:  stageAfterAPI,
 	}
 	scheduler := component{
 		Name: kube.Scheduler,
@@ -309,7 +310,7 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 		},
 		Env:    gcHoliday,
 		Health: "https://" + addr(ps.Scheduler) + "/healthz",
-		Stage:  1,
+		Stage:  stageAfterAPI,
 	}
 	kwok := component{
 		Name: kube.Kwok,
@@ -330,7 +331,7 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 			"--node-ip=" + localhost,
 		},
 		Health: "http://" + addr(ps.Kwok) + "/healthz",
-		Stage:  1,
+		Stage:  stageAfterAPI,
 	}
 	return []component{etcd, apiserver, kcm, scheduler, kwok}
 }

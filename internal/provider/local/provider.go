@@ -156,6 +156,9 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 		if p.hostNetworkErr != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidSpec, p.hostNetworkErr)
 		}
+		if _, err := nthServiceIP(subnets["serviceSubnet"], 10); err != nil {
+			return nil, fmt.Errorf("%w: network.serviceSubnet %s has no 10th address for cluster DNS: use a /28 or larger", ErrInvalidSpec, subnets["serviceSubnet"])
+		}
 		for field, cidr := range subnets {
 			if prefix, _ := netip.ParsePrefix(cidr); prefix.Overlaps(p.hostNetwork) {
 				return nil, fmt.Errorf("%w: network.%s %s overlaps the host network %s real nodes get their addresses from: choose another subnet, or set %s", ErrInvalidSpec, field, cidr, p.hostNetwork, HostNetworkEnv)

@@ -132,6 +132,10 @@ func TestValidateInstalled(t *testing.T) {
 	if _, err := p.Validate("dev", v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(1)}, Network: overlapping.Network}); err != nil {
 		t.Errorf("a simulated-only cluster has no host network to overlap: %v", err)
 	}
+	tiny := v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{ServiceSubnet: "10.96.0.0/29"}}
+	if _, err := p.Validate("dev", tiny); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "no 10th address for cluster DNS") {
+		t.Errorf("Validate with a /29 service subnet = %v, want ErrInvalidSpec", err)
+	}
 	bad := New(Options{StateDir: t.TempDir(), Cache: p.cache, HostNetwork: "10.250.0.0/31"})
 	if _, err := bad.Validate("dev", v1alpha1.ClusterTemplateSpec{}); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "/30 or larger") {
 		t.Errorf("Validate with host network /31 = %v, want ErrInvalidSpec", err)

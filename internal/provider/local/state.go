@@ -62,9 +62,18 @@ type component struct {
 	Env []string `json:"env,omitempty"`
 	// Health is a URL that answers 200 when the component is up.
 	Health string `json:"health,omitempty"`
-	// Stage 0 starts at once; stage 1 once the API server is usable.
+	// Stage says when the component starts (see the stage constants).
 	Stage int `json:"stage"`
 }
+
+// When components start.
+const (
+	// stageAtOnce: when the supervisor starts.
+	stageAtOnce = 0
+	// stageAfterAPI: once the API server is usable (and a real node's
+	// images are in its containerd).
+	stageAfterAPI = 1
+)
 
 // supervisorStatus is what the supervisor reports about the cluster.
 type supervisorStatus struct {

@@ -35,6 +35,9 @@ const (
 	minRestartBackoff = 500 * time.Millisecond
 	maxRestartBackoff = 30 * time.Second
 	stopGrace         = 3 * time.Second
+	// imageImportTimeout bounds waiting for containerd and importing the
+	// node's images.
+	imageImportTimeout = time.Minute
 )
 
 // Supervise runs the cluster whose state is in dir until ctx ends: it starts
@@ -98,15 +101,14 @@ func Supervise(ctx context.Context, dir string) error {
 	}
 
 	s.update(func(*supervisorStatus) {})
-	start(0)
+	start(stageAtOnce)
 	if st.Node != nil {
 		// Images go in while the API server starts; the kubelet starts
 		// after them (see startup).
-		s.imagesImported = make(chan error, 1)
-		go func() { s.imagesImported <- importImages(runCtx, st.Node.Images) }()
+		s.startImport(runCtx)
 	}
 	var startedLate sync.Once
-	startLate := func() { startedLate.Do(func() { start(1) }) }
+	startLate := func() { startedLate.Do(func() { start(stageAfterAPI) }) }
 	// A start-up that fails (a slow machine, an API server that needed a
 	// restart) is reported as Failed and tried again: the cluster becomes
 	// Running if it recovers.
@@ -129,6 +131,10 @@ func Supervise(ctx context.Context, dir string) error {
 
 // startup waits for the API, starts the late components (once), registers
 // the nodes and waits until every component is healthy.
+//
+// A real node's kubelet and kube-proxy start with the other late components,
+// once its images are in too. (Starting them with the API server was
+// measured slower on 2 cores: they compete with it for CPU.)
 func (s *supervisor) startup(ctx context.Context, startLate func()) error {
 	if err := s.waitAPI(ctx); err != nil {
 		return err
@@ -139,10 +145,17 @@ func (s *supervisor) startup(ctx context.Context, startLate func()) error {
 			st.APIReadyAt = &apiReady
 		}
 	})
-	if s.imagesImported != nil {
-		s.importOnce.Do(func() { s.importErr = <-s.imagesImported })
-		if s.importErr != nil {
-			return fmt.Errorf("import the node's images: %w", s.importErr)
+	if s.state.Node != nil && !s.imported {
+		select {
+		case err := <-s.imagesImported:
+			if err != nil {
+				// The next start-up attempt imports again.
+				s.startImport(ctx)
+				return fmt.Errorf("import the node's images: %w", err)
+			}
+			s.imported = true
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	startLate()
@@ -181,10 +194,10 @@ type supervisor struct {
 	client kubernetes.Interface
 	http   *http.Client
 
-	// imagesImported reports the import of a real node's images, once.
+	// imagesImported reports the import of a real node's images;
+	// imported is set once one succeeded. Only startup uses them.
 	imagesImported chan error
-	importOnce     sync.Once
-	importErr      error
+	imported       bool
 
 	mu      sync.Mutex
 	status  supervisorStatus
@@ -194,6 +207,17 @@ type supervisor struct {
 type spawnRequest struct {
 	cmd  *osexec.Cmd
 	done chan error
+}
+
+// startImport imports the real node's images in the background, bounded by
+// imageImportTimeout, and reports on imagesImported.
+func (s *supervisor) startImport(ctx context.Context) {
+	s.imagesImported = make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, imageImportTimeout)
+		defer cancel()
+		s.imagesImported <- importImages(ctx, s.state.Node.Images)
+	}()
 }
 
 // spawner starts every child from one OS thread that lives as long as the
