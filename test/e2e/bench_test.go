@@ -52,19 +52,20 @@ func benchHarness(b *testing.B) *harness {
 // BenchmarkCreateAPIUsable times `create cluster --wait 0`: from starting
 // the CLI to the API server accepting a namespace (the CLI returns then).
 func BenchmarkCreateAPIUsable(b *testing.B) {
-	benchCreateDelete(b, "api-usable", "delete-starting", "--wait", "0")
+	benchCreateDelete(b, "api-usable", "delete-starting", nil, "--wait", "0")
 }
 
 // BenchmarkCreateReady times a default create with 3 simulated nodes: until
 // every component is healthy, the nodes are Ready and pods can be created;
 // then the delete of that Running cluster.
 func BenchmarkCreateReady(b *testing.B) {
-	benchCreateDelete(b, "ready", "delete", "--simulated-nodes", "3")
+	benchCreateDelete(b, "ready", "delete", nil, "--simulated-nodes", "3")
 }
 
-// benchCreateDelete times `create cluster NAME createArgs...` (the timed
-// part) and the delete that follows, reporting both as percentiles.
-func benchCreateDelete(b *testing.B, createMetric, deleteMetric string, createArgs ...string) {
+// benchCreateDelete times `create cluster NAME createArgs...` and then, when
+// set, use (the timed part), and the delete that follows, reporting both as
+// percentiles.
+func benchCreateDelete(b *testing.B, createMetric, deleteMetric string, use func(h *harness, name string), createArgs ...string) {
 	h := benchHarness(b)
 	var create, del []time.Duration
 	for i := 0; b.Loop(); i++ {
@@ -72,6 +73,9 @@ func benchCreateDelete(b *testing.B, createMetric, deleteMetric string, createAr
 		start := time.Now()
 		if r := h.run(context.Background(), append([]string{"create", "cluster", name}, createArgs...)...); r.err != nil {
 			b.Fatalf("create: %s", r)
+		}
+		if use != nil {
+			use(h, name)
 		}
 		create = append(create, time.Since(start))
 		b.StopTimer()
@@ -91,14 +95,7 @@ func benchCreateDelete(b *testing.B, createMetric, deleteMetric string, createAr
 // `kubectl run` of a pod and the wait until it is Running: from starting the
 // CLI to the first pod of one's own running for real.
 func BenchmarkCreateFirstPodRunning(b *testing.B) {
-	h := benchHarness(b)
-	var firstPod, del []time.Duration
-	for i := 0; b.Loop(); i++ {
-		name := fmt.Sprintf("pod-%d", i)
-		start := time.Now()
-		if r := h.run(context.Background(), "create", "cluster", name); r.err != nil {
-			b.Fatalf("create: %s", r)
-		}
+	benchCreateDelete(b, "first-pod-running", "delete", func(h *harness, name string) {
 		// The pause image is in every real node already.
 		if out, err := h.kubectl(newVersion, name, "run", "first", "--image=localhost/ephemera/pause:3.10", "--restart=Never"); err != nil {
 			b.Fatalf("kubectl run: %v\n%s", err, out)
@@ -106,17 +103,7 @@ func BenchmarkCreateFirstPodRunning(b *testing.B) {
 		if out, err := h.kubectl(newVersion, name, "wait", "pod/first", "--for=jsonpath={.status.phase}=Running", "--timeout=60s"); err != nil {
 			b.Fatalf("kubectl wait: %v\n%s", err, out)
 		}
-		firstPod = append(firstPod, time.Since(start))
-		b.StopTimer()
-		start = time.Now()
-		if r := h.run(context.Background(), "delete", "cluster", name); r.err != nil {
-			b.Fatalf("delete: %s", r)
-		}
-		del = append(del, time.Since(start))
-		b.StartTimer()
-	}
-	reportDurations(b, "first-pod-running", firstPod)
-	reportDurations(b, "delete", del)
+	})
 }
 
 // BenchmarkIdleMemory creates one cluster with 3 simulated nodes, lets it
