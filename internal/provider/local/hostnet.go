@@ -210,5 +210,11 @@ func teardownHostNetwork(ctx context.Context, names hostNames) error {
 	if _, err := net.InterfaceByName(names.Veth); err != nil {
 		return nil
 	}
-	return exec.Command(ctx, "ip", "link", "del", names.Veth).Run()
+	err := exec.Command(ctx, "ip", "link", "del", names.Veth).Run()
+	if _, gone := net.InterfaceByName(names.Veth); err != nil && gone != nil {
+		// The kernel destroys a dead namespace, and the veth with it,
+		// a moment after its last process: it went meanwhile.
+		return nil
+	}
+	return err
 }
