@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -151,34 +148,6 @@ func benchIdleMemory(b *testing.B, createArgs ...string) {
 	b.ReportMetric(median(rss), "rss-MiB")
 	b.ReportMetric(median(pss), "pss-MiB")
 	b.ReportMetric(median(anon), "anon-MiB")
-}
-
-// clusterPIDs returns the cluster's processes: those naming its dir, and
-// those in its cgroup (pods, containerd shims).
-func clusterPIDs(dir string) []string {
-	seen := map[string]bool{}
-	for _, p := range processesUnder(dir) {
-		seen[p[:strings.IndexByte(p, ':')]] = true
-	}
-	var plan struct {
-		Node *struct {
-			Network struct {
-				Cgroup string `json:"cgroup"`
-			} `json:"network"`
-		} `json:"node"`
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "cluster.json")); err == nil && json.Unmarshal(b, &plan) == nil && plan.Node != nil {
-		_ = filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", plan.Node.Network.Cgroup), func(path string, d fs.DirEntry, err error) error {
-			if err == nil && d.Name() == "cgroup.procs" {
-				b, _ := os.ReadFile(path)
-				for _, pid := range strings.Fields(string(b)) {
-					seen[pid] = true
-				}
-			}
-			return nil
-		})
-	}
-	return slices.Sorted(maps.Keys(seen))
 }
 
 // clusterMemory sums smaps_rollup fields (MiB) over the cluster's processes

@@ -47,16 +47,23 @@ func (h *harness) clusters() map[string]clusterView {
 // kubectl runs the installed kubectl of version against a cluster.
 func (h *harness) kubectl(version, cluster string, args ...string) (string, error) {
 	h.t.Helper()
+	cmd := h.kubectlCommand(context.Background(), version, cluster, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := runTracked(cmd)
+	return out.String(), err
+}
+
+// kubectlCommand returns the installed kubectl of version with args, set
+// up to use the cluster's admin kubeconfig.
+func (h *harness) kubectlCommand(ctx context.Context, version, cluster string, args ...string) *osexec.Cmd {
+	h.t.Helper()
 	kc := filepath.Join(h.t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kc, []byte(h.must("get", "kubeconfig", cluster).stdout), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
 	bin := strings.TrimSpace(h.must("kube", "path", "kubectl", "--version", version).stdout)
-	cmd := osexec.Command(bin, append([]string{"--kubeconfig", kc}, args...)...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := runTracked(cmd)
-	return out.String(), err
+	return osexec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kc}, args...)...)
 }
 
 // clusterPorts reads the ports a cluster was given from its plan.

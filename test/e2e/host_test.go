@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net"
 	"os"
@@ -142,4 +144,35 @@ func isZombie(pid int) bool {
 	}
 	i := bytes.LastIndexByte(b, ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// clusterPIDs returns the cluster's processes: those naming its dir, and
+// those in its cgroup (pods, containerd shims).
+func clusterPIDs(dir string) []string {
+	seen := map[string]bool{}
+	for _, p := range processesUnder(dir) {
+		seen[p[:strings.IndexByte(p, ':')]] = true
+	}
+	var plan struct {
+		Node *struct {
+			Network struct {
+				Cgroup string `json:"cgroup"`
+			} `json:"network"`
+		} `json:"node"`
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "cluster.json")); err == nil && json.Unmarshal(b, &plan) == nil && plan.Node != nil {
+		// The pids hierarchy on cgroup v1, the unified one on v2.
+		for _, root := range []string{"/sys/fs/cgroup/pids", "/sys/fs/cgroup"} {
+			_ = filepath.WalkDir(filepath.Join(root, plan.Node.Network.Cgroup), func(path string, d fs.DirEntry, err error) error {
+				if err == nil && d.Name() == "cgroup.procs" {
+					b, _ := os.ReadFile(path)
+					for _, pid := range strings.Fields(string(b)) {
+						seen[pid] = true
+					}
+				}
+				return nil
+			})
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	osexec "os/exec"
@@ -217,14 +216,9 @@ func TestRealNode(t *testing.T) {
 // it.
 func (h *harness) portForwardGet(cluster, target string, port int) string {
 	h.t.Helper()
-	kc := filepath.Join(h.t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kc, []byte(h.must("get", "kubeconfig", cluster).stdout), 0o600); err != nil {
-		h.t.Fatal(err)
-	}
-	bin := strings.TrimSpace(h.must("kube", "path", "kubectl").stdout)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := osexec.CommandContext(ctx, bin, "--kubeconfig", kc, "port-forward", "--address=127.0.0.1", target, fmt.Sprintf(":%d", port))
+	cmd := h.kubectlCommand(ctx, newVersion, cluster, "port-forward", "--address=127.0.0.1", target, fmt.Sprintf(":%d", port))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		h.t.Fatal(err)
@@ -355,22 +349,10 @@ func TestKilledRealNodeCreateLeavesNothing(t *testing.T) {
 		if err := json.Unmarshal(b, &plan); err != nil || plan.Node.Network.Cgroup == "" {
 			t.Fatalf("cluster.json names no cgroup: %v", err)
 		}
-		// Kill the supervisor first, then everything in the cluster's
-		// cgroup: pods, shims, containerd, kubelet.
-		for _, p := range processesUnder(h.clusterDir("victim")) {
-			pid, _, _ := strings.Cut(p, ":")
+		// Everything: the supervisor and components, and what is in the
+		// cluster's cgroup (pods, shims, containerd, kubelet).
+		for _, pid := range clusterPIDs(h.clusterDir("victim")) {
 			_ = osexec.Command("kill", "-9", pid).Run()
-		}
-		for _, root := range []string{"/sys/fs/cgroup/pids", "/sys/fs/cgroup"} {
-			_ = filepath.WalkDir(filepath.Join(root, plan.Node.Network.Cgroup), func(path string, d fs.DirEntry, err error) error {
-				if err == nil && d.Name() == "cgroup.procs" {
-					procs, _ := os.ReadFile(path)
-					for _, pid := range strings.Fields(string(procs)) {
-						_ = osexec.Command("kill", "-9", pid).Run()
-					}
-				}
-				return nil
-			})
 		}
 		deadline := time.Now().Add(30 * time.Second)
 		for h.clusters()["victim"].Phase != "Broken" {

@@ -147,12 +147,21 @@ func importedNames(out string) []string {
 	return names
 }
 
+// dialUnix connects to a unix socket and hangs up: it tells whether the
+// socket accepts connections.
+func dialUnix(ctx context.Context, path string) error {
+	c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "unix", path)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
 // waitSocket waits until a unix socket accepts connections.
 func waitSocket(ctx context.Context, path string) error {
 	for {
-		c, err := net.DialTimeout("unix", path, time.Second)
+		err := dialUnix(ctx, path)
 		if err == nil {
-			c.Close()
 			return nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ECONNREFUSED) {

@@ -272,7 +272,6 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 			return err
 		}
 		apiAddr := localhost
-		st.Components = nil
 		if st.Node != nil {
 			apiAddr = st.Node.Network.NodeIP.String()
 			if err := writeNodeConfig(dir, *st.Node, st.Node.Network.Cgroup, st.Spec.Network.PodSubnet); err != nil {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	osexec "os/exec"
@@ -374,12 +373,7 @@ func (s *supervisor) checkHealth(ctx context.Context) []string {
 
 func (s *supervisor) probe(ctx context.Context, url string) bool {
 	if path, ok := strings.CutPrefix(url, "unix://"); ok {
-		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "unix", path)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
+		return dialUnix(ctx, path) == nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
