@@ -11,7 +11,11 @@ var GroupVersion = schema.GroupVersion{Group: "ephemera.dev", Version: "v1alpha1
 
 // AddToScheme registers the types of this package in a scheme.
 func AddToScheme(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &ClusterTemplate{}, &ClusterTemplateList{})
+	s.AddKnownTypes(GroupVersion,
+		&ClusterTemplate{}, &ClusterTemplateList{},
+		&ClusterPool{}, &ClusterPoolList{},
+		&TestCluster{}, &TestClusterList{},
+	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

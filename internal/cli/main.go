@@ -80,6 +80,7 @@ Start here:
 	cacheDir, _ := kubecache.DefaultCacheDir()
 	cmd.PersistentFlags().StringVar(&e.StateDir, "state-dir", stateDir, "where clusters keep their state (env "+local.StateDirEnv+")")
 	cmd.PersistentFlags().StringVar(&e.CacheDir, "cache-dir", cacheDir, "where built Kubernetes versions are cached (env "+kubecache.CacheDirEnv+")")
+	cmd.PersistentFlags().StringVar(&e.ServerKubeconfig, "server-kubeconfig", "", "kubeconfig of the ephemera server's management plane (env "+env.ServerKubeconfigEnv+"; default: the one 'ephemera serve' writes under --state-dir)")
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath())
 	})

@@ -28,6 +28,8 @@ type CreateOptions struct {
 	Retain bool
 	// Progress receives the steps.
 	Progress progress.Reporter
+	// Labels are recorded with the cluster (see provider.CreateOptions).
+	Labels map[string]string
 }
 
 // ErrNotReady is returned when a cluster does not become ready in time.
@@ -46,7 +48,7 @@ func Create(ctx context.Context, p provider.Provider, name string, spec v1alpha1
 		opts.APITimeout = DefaultAPITimeout
 	}
 	rep.Start(fmt.Sprintf("Preparing cluster %q (%s)", name, describe(spec)))
-	if err := p.Create(ctx, name, spec); err != nil {
+	if err := p.Create(ctx, name, spec, provider.CreateOptions{Labels: opts.Labels}); err != nil {
 		rep.End(false)
 		if ctx.Err() != nil {
 			// Providers remove what a failed Create started.

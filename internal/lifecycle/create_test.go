@@ -34,7 +34,7 @@ current-context: c
 `
 
 func (f *fakeProvider) Name() string { return "fake" }
-func (f *fakeProvider) Create(context.Context, string, v1alpha1.ClusterTemplateSpec) error {
+func (f *fakeProvider) Create(context.Context, string, v1alpha1.ClusterTemplateSpec, provider.CreateOptions) error {
 	return f.createErr
 }
 func (f *fakeProvider) Get(_ context.Context, name string) (*provider.Cluster, error) {

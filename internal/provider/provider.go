@@ -58,8 +58,17 @@ type Cluster struct {
 	SimulatedNodes int32 `json:"simulatedNodes"`
 	// CreatedAt is when creation began.
 	CreatedAt time.Time `json:"createdAt"`
+	// Labels are the labels given at create, like the owner a server
+	// records to find its clusters again.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Components are the parts the cluster is made of, for diagnosis.
 	Components []Component `json:"components,omitempty"`
+}
+
+// CreateOptions are what Create records besides the spec.
+type CreateOptions struct {
+	// Labels are kept with the cluster and reported by Get and List.
+	Labels map[string]string
 }
 
 // Component is one part of a cluster, such as a control-plane process.
@@ -88,7 +97,7 @@ type Provider interface {
 	// cluster of that name exists in any phase, and an error without side
 	// effects when the spec cannot be honoured. When Create returns nil the
 	// cluster exists and Get reports it.
-	Create(ctx context.Context, name string, spec v1alpha1.ClusterTemplateSpec) error
+	Create(ctx context.Context, name string, spec v1alpha1.ClusterTemplateSpec, opts CreateOptions) error
 
 	// Get observes a cluster now. It returns ErrNotFound when there is none.
 	Get(ctx context.Context, name string) (*Cluster, error)

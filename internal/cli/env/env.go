@@ -2,10 +2,19 @@
 package env
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/term"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/progress"
@@ -28,6 +37,9 @@ type Env struct {
 	// HostNetwork is the host-side range of real-node clusters; empty
 	// means the provider's default.
 	HostNetwork string
+	// ServerKubeconfig is the management plane's kubeconfig, from
+	// --server-kubeconfig; empty means ServerKubeconfigPath's default.
+	ServerKubeconfig string
 	// NewProviders builds the provider registry from the settled dirs.
 	NewProviders func(*Env) *provider.Registry
 
@@ -54,4 +66,50 @@ func (e *Env) Progress() progress.Reporter {
 func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// ServerKubeconfigEnv names the management plane's kubeconfig when
+// --server-kubeconfig is not given.
+const ServerKubeconfigEnv = "EPHEMERA_SERVER_KUBECONFIG"
+
+// ServerKubeconfigPath returns where the management plane's kubeconfig is:
+// --server-kubeconfig, else $EPHEMERA_SERVER_KUBECONFIG, else the file
+// `ephemera serve` writes under the state dir.
+func (e *Env) ServerKubeconfigPath() string {
+	if e.ServerKubeconfig != "" {
+		return e.ServerKubeconfig
+	}
+	if p := os.Getenv(ServerKubeconfigEnv); p != "" {
+		return p
+	}
+	return DefaultServerKubeconfig(e.StateDir)
+}
+
+// DefaultServerKubeconfig is where `ephemera serve` writes the embedded
+// management plane's kubeconfig.
+func DefaultServerKubeconfig(stateDir string) string {
+	return filepath.Join(stateDir, "server", "kubeconfig")
+}
+
+// Scheme returns a scheme with the Kubernetes and ephemera.dev types.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = v1alpha1.AddToScheme(s)
+	return s
+}
+
+// ServerClient returns a client of the management plane that `ephemera
+// serve` runs or manages.
+func (e *Env) ServerClient() (client.Client, error) {
+	path := e.ServerKubeconfigPath()
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no ephemera server found: %s does not exist; start one with 'ephemera serve', or pass --server-kubeconfig (env %s)", path, ServerKubeconfigEnv)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("read server kubeconfig %s: %w", path, err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	return client.New(cfg, client.Options{Scheme: Scheme()})
 }

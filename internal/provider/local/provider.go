@@ -174,7 +174,7 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 // Create implements provider.Provider. It writes the cluster's certificates,
 // kubeconfigs and plan, then starts a supervisor process that outlives the
 // caller and brings the components up.
-func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.ClusterTemplateSpec) (err error) {
+func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.ClusterTemplateSpec, opts provider.CreateOptions) (err error) {
 	inst, err := p.Validate(name, spec)
 	if err != nil {
 		return err
@@ -211,6 +211,7 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		KubernetesVersion: inst.Version,
 		Spec:              spec,
 		CreatedAt:         p.now().UTC(),
+		Labels:            opts.Labels,
 	}
 	if realNodes > 0 {
 		// The network comes first: its addresses go into the certificates.

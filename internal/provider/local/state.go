@@ -30,6 +30,7 @@ type clusterState struct {
 	KubernetesVersion string                       `json:"kubernetesVersion"`
 	Spec              v1alpha1.ClusterTemplateSpec `json:"spec"`
 	CreatedAt         time.Time                    `json:"createdAt"`
+	Labels            map[string]string            `json:"labels,omitempty"`
 	Endpoint          string                       `json:"endpoint"`
 	// Ports are on 127.0.0.1 of the host, or of the cluster's network
 	// namespace when it has a real node.

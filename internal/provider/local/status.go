@@ -33,6 +33,7 @@ func (p *Provider) observe(name, dir string) *provider.Cluster {
 	c.Endpoint = st.Endpoint
 	c.KubeconfigPath = filepath.Join(dir, kubeconfigFile)
 	c.CreatedAt = st.CreatedAt
+	c.Labels = st.Labels
 	c.RealNodes = st.Spec.Nodes.RealCount()
 	c.SimulatedNodes = st.Spec.Nodes.SimulatedCount()
 

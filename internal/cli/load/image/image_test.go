@@ -30,7 +30,7 @@ var _ provider.Provider = (*fakeProvider)(nil)
 
 func (f *fakeProvider) Name() string { return f.name }
 
-func (f *fakeProvider) Create(context.Context, string, v1alpha1.ClusterTemplateSpec) error {
+func (f *fakeProvider) Create(context.Context, string, v1alpha1.ClusterTemplateSpec, provider.CreateOptions) error {
 	return errors.New("fake: create not supported")
 }
 
