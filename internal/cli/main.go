@@ -16,6 +16,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/get"
 	"github.com/ephemera-dev/ephemera/internal/cli/kube"
 	"github.com/ephemera-dev/ephemera/internal/cli/load"
+	"github.com/ephemera-dev/ephemera/internal/cli/serve"
 	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
 	"github.com/ephemera-dev/ephemera/internal/cli/version"
 	kubecache "github.com/ephemera-dev/ephemera/internal/kube"
@@ -91,6 +92,7 @@ Start here:
 		kube.NewCommand(e),
 		build.NewCommand(e),
 		load.NewCommand(e),
+		serve.NewCommand(e),
 		version.NewCommand(e),
 		supervise.NewCommand(e),
 	)

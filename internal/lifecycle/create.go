@@ -30,6 +30,8 @@ type CreateOptions struct {
 	Progress progress.Reporter
 	// Labels are recorded with the cluster (see provider.CreateOptions).
 	Labels map[string]string
+	// OnAPIUsable, when set, is called once the cluster's API answers.
+	OnAPIUsable func()
 }
 
 // ErrNotReady is returned when a cluster does not become ready in time.
@@ -73,6 +75,29 @@ func Create(ctx context.Context, p provider.Provider, name string, spec v1alpha1
 	return nil, fmt.Errorf("%w\n(the half-created cluster was deleted; pass --retain to keep it for debugging)", err)
 }
 
+// Adopt waits until an existing cluster is usable, as Create does after
+// starting one, for example a cluster a server finds again after a
+// restart. Unlike Create it never deletes the cluster.
+func Adopt(ctx context.Context, p provider.Provider, name string, opts CreateOptions) (*provider.Cluster, error) {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	if opts.APITimeout == 0 {
+		opts.APITimeout = DefaultAPITimeout
+	}
+	c, err := p.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	spec := v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: &c.RealNodes, Simulated: &c.SimulatedNodes}}
+	c, err = waitReady(ctx, p, name, spec, opts, rep)
+	if err != nil {
+		rep.End(false)
+	}
+	return c, err
+}
+
 func waitReady(ctx context.Context, p provider.Provider, name string, spec v1alpha1.ClusterTemplateSpec, opts CreateOptions, rep progress.Reporter) (*provider.Cluster, error) {
 	kubeconfig, err := p.Kubeconfig(ctx, name)
 	if err != nil {
@@ -97,6 +122,9 @@ func waitReady(ctx context.Context, p provider.Provider, name string, spec v1alp
 		return true, "", nil
 	}, rep); err != nil {
 		return nil, notReady(ctx, p, name, err)
+	}
+	if opts.OnAPIUsable != nil {
+		opts.OnAPIUsable()
 	}
 	if opts.Wait <= 0 {
 		rep.End(true)

@@ -1,0 +1,202 @@
+// Package serve is the command that runs the ephemera server.
+package serve
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
+	"github.com/ephemera-dev/ephemera/internal/controller/testcluster"
+	"github.com/ephemera-dev/ephemera/internal/flock"
+	"github.com/ephemera-dev/ephemera/internal/provider/local"
+	"github.com/ephemera-dev/ephemera/internal/server"
+)
+
+// perClusterMemory is what one idle cluster with a real node takes, with
+// room to spare (docs/benchmarks.md); the default budget divides the free
+// memory by it.
+const perClusterMemory = 768 << 20
+
+type options struct {
+	kubeconfig          string
+	instance            string
+	metricsAddr         string
+	healthAddr          string
+	maxClusters         int
+	maxPerNamespace     int
+	maxHold             time.Duration
+	ownerLabel          string
+	reapInterval        time.Duration
+	keepManagementPlane bool
+	leaderElect         bool
+	leaderNamespace     string
+}
+
+// NewCommand returns the serve command.
+func NewCommand(e *env.Env) *cobra.Command {
+	opts := &options{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the server: pools, leases and a fair queue of test clusters behind a Kubernetes API",
+		Long: `Run the ephemera server. It keeps ClusterPools warm, binds TestClusters to
+clusters (from a pool at once, or built from a ClusterTemplate), queues requests
+beyond capacity in priority order, ends leases (ttl, heartbeat, hold, maxLifetime)
+by deleting the cluster, and reaps clusters nothing owns.
+
+Its store is a Kubernetes API:
+  - embedded (default): a control-plane-only local cluster whose data lives under
+    --state-dir/server and survives restarts; its kubeconfig is written to
+    --state-dir/server/kubeconfig, where the ephemera CLI finds it. Stopping serve
+    stops it and keeps the data; clusters handed out keep running.
+  - operator mode (--kubeconfig): any existing cluster, with leader election.
+
+Clusters are created by the local provider under --state-dir, so
+'ephemera get clusters' lists them too. /metrics and /healthz, /readyz are
+served on the addresses below.`,
+		Example: `  ephemera serve &
+  kubectl --kubeconfig ~/.local/state/ephemera/server/kubeconfig apply -f examples/server/
+  ephemera create testcluster --pool ci --ttl 30m --label repo=charts --label pr=42
+  ephemera get testclusters
+
+  # operator mode on an existing cluster
+  ephemera serve --kubeconfig mgmt.kubeconfig --max-clusters 20`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("leader-elect") {
+				opts.leaderElect = opts.kubeconfig != ""
+			}
+			return run(cmd.Context(), e, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.kubeconfig, "kubeconfig", "", "run on this existing cluster (operator mode) instead of the embedded management plane")
+	f.StringVar(&opts.instance, "instance", "ephemera", "name of this server; its clusters are labelled with it and the reaper touches no others")
+	f.StringVar(&opts.metricsAddr, "metrics-bind-address", "127.0.0.1:8080", "where /metrics listens; 0 turns it off")
+	f.StringVar(&opts.healthAddr, "health-probe-bind-address", "127.0.0.1:8081", "where /healthz and /readyz listen; 0 turns them off")
+	f.IntVar(&opts.maxClusters, "max-clusters", 0, "most clusters at once, in any state (default: free memory / 768 MiB)")
+	f.IntVar(&opts.maxPerNamespace, "max-per-namespace", 0, "most bound TestClusters per namespace; more wait in the queue (0: no limit)")
+	f.DurationVar(&opts.maxHold, "max-hold", testcluster.DefaultMaxHold, "longest hold past the last bind or heartbeat")
+	f.StringVar(&opts.ownerLabel, "owner-label", "repo", "TestCluster label reported as the owner in ephemera_cluster_seconds_total")
+	f.DurationVar(&opts.reapInterval, "reap-interval", time.Minute, "how often to look for clusters nothing owns")
+	f.BoolVar(&opts.keepManagementPlane, "keep-management-plane", false, "leave the embedded management plane running when serve stops")
+	f.BoolVar(&opts.leaderElect, "leader-elect", false, "elect one active replica (default: on with --kubeconfig)")
+	f.StringVar(&opts.leaderNamespace, "leader-election-namespace", "default", "namespace of the leader election lease")
+	return cmd
+}
+
+func run(ctx context.Context, e *env.Env, opts *options) error {
+	if opts.maxClusters < 0 || opts.maxPerNamespace < 0 {
+		return errors.New("--max-clusters and --max-per-namespace must be 0 or more")
+	}
+	if opts.maxHold <= 0 {
+		return errors.New("--max-hold must be positive, like 24h")
+	}
+	if opts.maxClusters == 0 {
+		opts.maxClusters = defaultMaxClusters()
+	}
+	log := newLogger(e.ErrOut)
+	klog.SetLogger(log)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	supervisor := []string{self, supervise.CommandName}
+	rep := e.Progress()
+
+	srvOpts := server.Options{
+		Provider: local.New(local.Options{StateDir: e.StateDir, Cache: e.Cache(), Supervisor: supervisor, HostNetwork: e.HostNetwork}),
+		Instance: opts.instance, MetricsAddr: opts.metricsAddr, HealthAddr: opts.healthAddr,
+		LeaderElection: opts.leaderElect, LeaderElectionNamespace: opts.leaderNamespace,
+		MaxClusters: opts.maxClusters, MaxPerNamespace: opts.maxPerNamespace, MaxHold: opts.maxHold,
+		OwnerLabel: opts.ownerLabel, ReapInterval: opts.reapInterval, Progress: rep, Log: log,
+	}
+	if opts.kubeconfig != "" {
+		if srvOpts.Config, err = server.ConfigFromKubeconfig(opts.kubeconfig, nil); err != nil {
+			return err
+		}
+		return server.Run(ctx, srvOpts)
+	}
+
+	dir := filepath.Join(e.StateDir, "server")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	lock, err := flock.TryLock(filepath.Join(dir, "serve.lock"))
+	if err != nil {
+		return fmt.Errorf("another 'ephemera serve' runs with state dir %s; stop it first, or use another --state-dir", e.StateDir)
+	}
+	defer lock.Unlock()
+	mp := &server.ManagementPlane{
+		Provider:       local.New(local.Options{StateDir: dir, Cache: e.Cache(), Supervisor: supervisor}),
+		KubeconfigPath: env.DefaultServerKubeconfig(e.StateDir),
+	}
+	kubeconfig, err := mp.Ensure(ctx, rep)
+	if err != nil {
+		return err
+	}
+	if !opts.keepManagementPlane {
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			log.Info("Stopping the management plane (its data is kept)")
+			if err := mp.Stop(stopCtx); err != nil {
+				log.Error(err, "Stopping the management plane")
+			}
+		}()
+	}
+	fmt.Fprintf(e.ErrOut, "Management plane ready. Use it with:\n  kubectl --kubeconfig %s get testclusters,clusterpools,clustertemplates\n", mp.KubeconfigPath)
+	if srvOpts.Config, err = server.ConfigFromKubeconfig("", kubeconfig); err != nil {
+		return err
+	}
+	if err := server.Run(ctx, srvOpts); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// defaultMaxClusters divides the available memory by perClusterMemory.
+func defaultMaxClusters() int {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 4
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) >= 2 && fields[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil {
+				break
+			}
+			return max(1, int(kb<<10/perClusterMemory))
+		}
+	}
+	return 4
+}
+
+// newLogger logs one line per message, with its key/value pairs.
+func newLogger(w io.Writer) logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		ts := time.Now().UTC().Format("15:04:05.000")
+		if prefix != "" {
+			fmt.Fprintf(w, "%s %s %s\n", ts, prefix, args)
+			return
+		}
+		fmt.Fprintf(w, "%s %s\n", ts, args)
+	}, funcr.Options{Verbosity: 0})
+}

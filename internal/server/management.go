@@ -1,0 +1,83 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/lifecycle"
+	"github.com/ephemera-dev/ephemera/internal/progress"
+	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/provider/local"
+)
+
+// ManagementPlaneName is the local cluster that stores a server's objects
+// in embedded mode.
+const ManagementPlaneName = "management"
+
+// managementPlaneWait bounds the wait for the management plane's
+// controllers (the garbage collector deletes kubeconfig Secrets).
+const managementPlaneWait = 2 * time.Minute
+
+// ManagementPlane is the embedded management plane: a control-plane-only
+// local cluster whose data dir persists across restarts of serve.
+type ManagementPlane struct {
+	// Provider keeps the management plane under the server's dir, apart
+	// from the clusters it manages.
+	Provider *local.Provider
+	// KubeconfigPath is where its admin kubeconfig is written for the CLI
+	// and kubectl.
+	KubeconfigPath string
+}
+
+// Ensure starts the management plane: it creates it the first time,
+// restarts it on its data when its processes are gone (serve stopped it,
+// or the host restarted), or adopts it when it runs already (serve was
+// killed). It returns the admin kubeconfig.
+func (m *ManagementPlane) Ensure(ctx context.Context, rep progress.Reporter) ([]byte, error) {
+	opts := lifecycle.CreateOptions{Wait: managementPlaneWait, Progress: rep}
+	c, err := m.Provider.Get(ctx, ManagementPlaneName)
+	switch {
+	case errors.Is(err, provider.ErrNotFound):
+		none, zero := int32(0), int32(0)
+		spec := v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: &none, Simulated: &zero}}
+		_, err = lifecycle.Create(ctx, m.Provider, ManagementPlaneName, spec, opts)
+	case err != nil:
+	case c.Phase == provider.PhaseBroken:
+		rep.Start("Restarting the management plane on its data")
+		if err = m.Provider.Restart(ctx, ManagementPlaneName); err != nil {
+			rep.End(false)
+			break
+		}
+		rep.End(true)
+		_, err = lifecycle.Adopt(ctx, m.Provider, ManagementPlaneName, opts)
+	default:
+		_, err = lifecycle.Adopt(ctx, m.Provider, ManagementPlaneName, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start the management plane: %w", err)
+	}
+	kubeconfig, err := m.Provider.Kubeconfig(ctx, ManagementPlaneName)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(m.KubeconfigPath), 0o700); err != nil {
+		return nil, err
+	}
+	tmp := m.KubeconfigPath + ".tmp"
+	if err := os.WriteFile(tmp, kubeconfig, 0o600); err != nil {
+		return nil, err
+	}
+	return kubeconfig, os.Rename(tmp, m.KubeconfigPath)
+}
+
+// Stop stops the management plane's processes and keeps its data; the
+// next Ensure restarts it.
+func (m *ManagementPlane) Stop(ctx context.Context) error {
+	_ = os.Remove(m.KubeconfigPath)
+	return m.Provider.Stop(ctx, ManagementPlaneName)
+}

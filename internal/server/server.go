@@ -1,0 +1,201 @@
+// Package server wires `ephemera serve`: the embedded management plane or
+// an existing cluster, the CRDs, and one controller-runtime manager running
+// the controllers, the reaper, /metrics and health probes.
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/controller/admission"
+	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
+	"github.com/ephemera-dev/ephemera/internal/controller/provision"
+	"github.com/ephemera-dev/ephemera/internal/controller/reaper"
+	"github.com/ephemera-dev/ephemera/internal/controller/testcluster"
+	"github.com/ephemera-dev/ephemera/internal/progress"
+	"github.com/ephemera-dev/ephemera/internal/provider"
+)
+
+// Options configure a server.
+type Options struct {
+	// Config reaches the management cluster.
+	Config *rest.Config
+	// Provider builds the clusters the server hands out.
+	Provider provider.Provider
+	// Instance names this server; its clusters carry it as a label, and
+	// the reaper only touches clusters with it.
+	Instance string
+	// MetricsAddr and HealthAddr are where /metrics and /healthz, /readyz
+	// listen; "0" turns one off.
+	MetricsAddr, HealthAddr string
+	// LeaderElection makes replicas elect one active server, in
+	// LeaderElectionNamespace.
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	// MaxClusters is the capacity budget (see admission.Reconciler).
+	MaxClusters int
+	// MaxPerNamespace bounds the TestClusters of one namespace; 0 means no
+	// limit.
+	MaxPerNamespace int
+	// MaxHold caps holds.
+	MaxHold time.Duration
+	// OwnerLabel is the TestCluster label reported as the owner in the
+	// cluster-seconds metric.
+	OwnerLabel string
+	// ReapInterval is how often orphans are looked for.
+	ReapInterval time.Duration
+	// Progress reports start-up steps.
+	Progress progress.Reporter
+	// Log receives the controllers' logs.
+	Log logr.Logger
+}
+
+// Scheme returns the scheme the server's clients use.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = apiextensionsv1.AddToScheme(s)
+	_ = v1alpha1.AddToScheme(s)
+	return s
+}
+
+// ConfigFromKubeconfig reads a kubeconfig file, or bytes when path is empty.
+func ConfigFromKubeconfig(path string, data []byte) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if path != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", path)
+	} else {
+		cfg, err = clientcmd.RESTConfigFromKubeConfig(data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read management cluster kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	return cfg, nil
+}
+
+// Run installs the CRDs, adopts the clusters this server created before,
+// and runs the controllers until ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	rep := opts.Progress
+	if rep == nil {
+		rep = progress.Discard
+	}
+	ctrl.SetLogger(opts.Log)
+	scheme := Scheme()
+	rep.Start("Installing the ephemera.dev CRDs")
+	direct, err := client.New(opts.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		rep.End(false)
+		return err
+	}
+	if err := installCRDs(ctx, direct); err != nil {
+		rep.End(false)
+		return err
+	}
+	rep.End(true)
+
+	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.HealthAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        "ephemera-" + opts.Instance,
+		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+		Logger:                  opts.Log,
+	})
+	if err != nil {
+		return fmt.Errorf("start the controller manager: %w", err)
+	}
+	metrics.Register()
+
+	// The provisioner wakes the reconcilers whenever a cluster changes.
+	queueEvents := make(chan event.GenericEvent, 1)
+	tcEvents := make(chan event.GenericEvent, 1024)
+	prov := provision.New(opts.Provider, provision.Options{
+		Log: opts.Log.WithName("provision"),
+		Observe: func(d time.Duration) {
+			metrics.ProvisionDuration.WithLabelValues(opts.Provider.Name()).Observe(d.Seconds())
+		},
+		Notify: func(s provision.Status) {
+			select {
+			case queueEvents <- event.GenericEvent{Object: &v1alpha1.TestCluster{}}:
+			default: // a pass is pending already
+			}
+			if name := s.Labels[provision.LabelTestCluster]; name != "" {
+				tc := &v1alpha1.TestCluster{}
+				tc.Namespace, tc.Name = s.Labels[provision.LabelNamespace], name
+				go func() { tcEvents <- event.GenericEvent{Object: tc} }()
+			}
+		},
+	})
+	rep.Start("Finding the clusters this server created before")
+	n, err := prov.Load(ctx, map[string]string{provision.LabelServer: opts.Instance})
+	if err != nil {
+		rep.End(false)
+		return err
+	}
+	rep.Update(fmt.Sprintf("%d found; checking them in the background", n))
+	rep.End(true)
+
+	now := time.Now
+	tcr := &testcluster.Reconciler{Client: mgr.GetClient(), Provisioner: prov, Server: opts.Instance, MaxHold: opts.MaxHold, Now: now}
+	if err := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.TestCluster{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
+		WatchesRawSource(source.Channel(tcEvents, &handler.EnqueueRequestForObject{})).
+		Complete(tcr); err != nil {
+		return err
+	}
+	toQueue := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{admission.Request}
+	})
+	adm := &admission.Reconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Provisioner: prov, Server: opts.Instance,
+		MaxClusters: opts.MaxClusters, MaxPerNamespace: opts.MaxPerNamespace, OwnerLabel: opts.OwnerLabel, Now: now,
+	}
+	if err := ctrl.NewControllerManagedBy(mgr).
+		Named("admission").
+		Watches(&v1alpha1.TestCluster{}, toQueue, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.ClusterPool{}, toQueue, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.ClusterTemplate{}, toQueue).
+		WatchesRawSource(source.Channel(queueEvents, toQueue)).
+		Complete(adm); err != nil {
+		return err
+	}
+	if err := mgr.Add(&reaper.Reaper{
+		Reader: mgr.GetAPIReader(), Provisioner: prov, Server: opts.Instance,
+		Interval: opts.ReapInterval, Log: opts.Log.WithName("reaper"),
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	opts.Log.Info("Starting controllers", "instance", opts.Instance, "maxClusters", opts.MaxClusters, "metrics", opts.MetricsAddr, "health", opts.HealthAddr)
+	return mgr.Start(ctx)
+}
