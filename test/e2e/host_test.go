@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ephemera-dev/ephemera/internal/exec"
 )
 
 // hostState is what a cluster could leave behind on the host, listed item
@@ -110,9 +112,14 @@ func (s hostState) leftSince(before hostState) []string {
 	var out []string
 	for _, kind := range slices.Sorted(maps.Keys(s)) {
 		for _, item := range slices.Sorted(maps.Keys(s[kind])) {
-			if !before[kind][item] {
-				out = append(out, kind+": "+item)
+			if before[kind][item] {
+				continue
 			}
+			if pid, _, ok := strings.Cut(item, " "); ok && kind == "processes" {
+				cmdline, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+				item += " (" + exec.Tail(strings.ReplaceAll(string(cmdline), "\x00", " "), 300) + ")"
+			}
+			out = append(out, kind+": "+item)
 		}
 	}
 	return out

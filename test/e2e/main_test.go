@@ -161,7 +161,7 @@ func (r result) String() string {
 
 // cluster env: one state dir per test, cleaned and checked at the end.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	stateDir string
 }
 

@@ -29,7 +29,7 @@ var (
 
 // helloImageArchive builds examples/hello and packs it with `ephemera build
 // image`, once per test run.
-func helloImageArchive(t *testing.T) string {
+func helloImageArchive(t testing.TB) string {
 	t.Helper()
 	helloOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ephemera-e2e-hello-")

@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
@@ -189,14 +190,10 @@ func defaultMaxClusters() int {
 	return 4
 }
 
-// newLogger logs one line per message, with its key/value pairs.
+// newLogger logs one line per message: time, level, message, then the
+// key/value pairs as JSON.
 func newLogger(w io.Writer) logr.Logger {
-	return funcr.New(func(prefix, args string) {
-		ts := time.Now().UTC().Format("15:04:05.000")
-		if prefix != "" {
-			fmt.Fprintf(w, "%s %s %s\n", ts, prefix, args)
-			return
-		}
-		fmt.Fprintf(w, "%s %s\n", ts, args)
-	}, funcr.Options{Verbosity: 0})
+	return zap.New(zap.WriteTo(w), zap.ConsoleEncoder(func(c *zapcore.EncoderConfig) {
+		c.EncodeTime = zapcore.ISO8601TimeEncoder
+	}))
 }

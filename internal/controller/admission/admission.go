@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -78,6 +79,7 @@ type poolState struct {
 	pool         *v1alpha1.ClusterPool
 	free         []provision.Status // Ready, unbound, oldest first
 	provisioning int                // Creating, unbound
+	building     []string           // names of the Creating, unbound
 	claimed      int
 	size         int
 	waiting      int
@@ -122,7 +124,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			used++
 		}
 	}
+	r.mu.Lock()
+	releasing := maps.Clone(r.releasing)
+	r.mu.Unlock()
 	for _, s := range snapshot {
+		if releasing[s.Name] {
+			continue // on its way out
+		}
 		pk := key(s.Labels[provision.LabelNamespace], s.Labels[provision.LabelPool])
 		if s.State == provision.Failed {
 			if !bound[s.Name] {
@@ -152,6 +160,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			ps.free = append(ps.free, s)
 		default:
 			ps.provisioning++
+			ps.building = append(ps.building, s.Name)
 		}
 	}
 	for _, ps := range states {
@@ -303,6 +312,22 @@ func (r *Reconciler) reconcilePool(ctx context.Context, ps *poolState, used *int
 	failedAt, failed := r.failedAt[pk]
 	r.mu.Unlock()
 	backoff := failed && now.Sub(failedAt) < failureBackoff
+	// Over maxSize (lowered, or a restart found more): shed unbound
+	// clusters, those still building first.
+	for ps.size > int(p.Spec.MaxSizeOrDefault()) {
+		var name string
+		if len(ps.building) > 0 {
+			name, ps.building, ps.provisioning = ps.building[0], ps.building[1:], ps.provisioning-1
+		} else if len(ps.free) > 0 {
+			name, ps.free = ps.free[len(ps.free)-1].Name, ps.free[:len(ps.free)-1]
+		} else {
+			break // the rest are claimed; they go when their leases end
+		}
+		log.FromContext(ctx).Info("Deleting pool cluster above maxSize", "pool", klog.KObj(p), "cluster", name)
+		r.release(ctx, name)
+		ps.size--
+		*used--
+	}
 	var problem string
 	if want > 0 && !backoff {
 		tmpl := &v1alpha1.ClusterTemplate{}

@@ -182,7 +182,7 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 	dir := p.clusterDir(name)
 	// The create lock tells others a create is under way; if this process
 	// dies, the kernel drops it and the cluster shows as broken.
-	lock, err := p.reserve(name)
+	lock, err := p.reserve(name, opts.Labels)
 	if err != nil {
 		return err
 	}
@@ -211,7 +211,6 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		KubernetesVersion: inst.Version,
 		Spec:              spec,
 		CreatedAt:         p.now().UTC(),
-		Labels:            opts.Labels,
 	}
 	if realNodes > 0 {
 		// The network comes first: its addresses go into the certificates.
@@ -301,7 +300,10 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 // reserve creates the cluster's dir with the create lock already held in
 // it: the dir is made under a hidden name, locked, then renamed into place
 // unless the name is taken. Nobody ever sees the dir without the lock.
-func (p *Provider) reserve(name string) (*flock.Lock, error) {
+//
+// The labels are written before the dir appears, so whoever finds a
+// cluster, even one whose creator died at once, knows whose it is.
+func (p *Provider) reserve(name string, labels map[string]string) (*flock.Lock, error) {
 	if err := os.MkdirAll(p.clustersDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
@@ -317,6 +319,13 @@ func (p *Provider) reserve(name string) (*flock.Lock, error) {
 	if err != nil {
 		_ = os.RemoveAll(tmp)
 		return nil, fmt.Errorf("lock new cluster dir: %w", err)
+	}
+	if len(labels) > 0 {
+		if err := writeJSON(filepath.Join(tmp, labelsFile), labels); err != nil {
+			lock.Unlock()
+			_ = os.RemoveAll(tmp)
+			return nil, fmt.Errorf("write cluster labels: %w", err)
+		}
 	}
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p.clusterDir(name), unix.RENAME_NOREPLACE); err != nil {
 		lock.Unlock()

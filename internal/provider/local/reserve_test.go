@@ -28,7 +28,7 @@ func TestReserveConcurrently(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			locks[i], errs[i] = p.reserve(fmt.Sprintf("c%d", i))
+			locks[i], errs[i] = p.reserve(fmt.Sprintf("c%d", i), nil)
 		}()
 	}
 	wg.Wait()
@@ -48,7 +48,7 @@ func TestReserveConcurrently(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			locks[i], errs[i] = p.reserve("same")
+			locks[i], errs[i] = p.reserve("same", map[string]string{"k": "v"})
 		}()
 	}
 	wg.Wait()

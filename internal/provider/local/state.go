@@ -19,6 +19,7 @@ const (
 	supervisorPIDFile = "supervisor.pid"  // the session id of the cluster's processes
 	supervisorLock    = "supervisor.lock" // held by the supervisor while it lives
 	kubeconfigFile    = "kubeconfig"      // admin kubeconfig
+	labelsFile        = "labels.json"     // the labels given at create
 	logsDir           = "logs"
 	pkiDir            = "pki"
 )
@@ -30,7 +31,6 @@ type clusterState struct {
 	KubernetesVersion string                       `json:"kubernetesVersion"`
 	Spec              v1alpha1.ClusterTemplateSpec `json:"spec"`
 	CreatedAt         time.Time                    `json:"createdAt"`
-	Labels            map[string]string            `json:"labels,omitempty"`
 	Endpoint          string                       `json:"endpoint"`
 	// Ports are on 127.0.0.1 of the host, or of the cluster's network
 	// namespace when it has a real node.

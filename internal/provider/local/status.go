@@ -19,6 +19,7 @@ func (p *Provider) observe(name, dir string) *provider.Cluster {
 			c.Phase, c.Message = provider.PhaseDeleting, "stopping its processes and removing its files"
 		}
 	}()
+	_ = readJSON(filepath.Join(dir, labelsFile), &c.Labels)
 	creating := flock.Held(filepath.Join(dir, createLock))
 	var st clusterState
 	if err := readJSON(filepath.Join(dir, clusterFile), &st); err != nil {
@@ -33,7 +34,6 @@ func (p *Provider) observe(name, dir string) *provider.Cluster {
 	c.Endpoint = st.Endpoint
 	c.KubeconfigPath = filepath.Join(dir, kubeconfigFile)
 	c.CreatedAt = st.CreatedAt
-	c.Labels = st.Labels
 	c.RealNodes = st.Spec.Nodes.RealCount()
 	c.SimulatedNodes = st.Spec.Nodes.SimulatedCount()
 
