@@ -13,7 +13,9 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/create"
 	"github.com/ephemera-dev/ephemera/internal/cli/delete"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	"github.com/ephemera-dev/ephemera/internal/cli/extend"
 	"github.com/ephemera-dev/ephemera/internal/cli/get"
+	"github.com/ephemera-dev/ephemera/internal/cli/hold"
 	"github.com/ephemera-dev/ephemera/internal/cli/kube"
 	"github.com/ephemera-dev/ephemera/internal/cli/load"
 	"github.com/ephemera-dev/ephemera/internal/cli/serve"
@@ -89,6 +91,8 @@ Start here:
 		create.NewCommand(e),
 		delete.NewCommand(e),
 		get.NewCommand(e),
+		extend.NewCommand(e),
+		hold.NewCommand(e),
 		kube.NewCommand(e),
 		build.NewCommand(e),
 		load.NewCommand(e),

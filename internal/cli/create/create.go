@@ -5,6 +5,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/create/cluster"
+	"github.com/ephemera-dev/ephemera/internal/cli/create/testcluster"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 )
 
@@ -12,9 +13,9 @@ import (
 func NewCommand(e *env.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create",
-		Short: "Create a cluster",
+		Short: "Create a local cluster, or lease one from the ephemera server",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(cluster.NewCommand(e))
+	cmd.AddCommand(cluster.NewCommand(e), testcluster.NewCommand(e))
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/delete/cluster"
+	"github.com/ephemera-dev/ephemera/internal/cli/delete/testcluster"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 )
 
@@ -12,9 +13,9 @@ import (
 func NewCommand(e *env.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete",
-		Short: "Delete clusters",
+		Short: "Delete local clusters, or TestClusters on the ephemera server",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(cluster.NewCommand(e))
+	cmd.AddCommand(cluster.NewCommand(e), testcluster.NewCommand(e))
 	return cmd
 }

@@ -100,7 +100,8 @@ func Scheme() *runtime.Scheme {
 }
 
 // ServerClient returns a client of the management plane that `ephemera
-// serve` runs or manages.
+// serve` runs or manages. It knows the ephemera.dev kinds and Secrets,
+// ConfigMaps and Events, and maps them without discovery requests.
 func (e *Env) ServerClient() (client.Client, error) {
 	path := e.ServerKubeconfigPath()
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
@@ -111,5 +112,6 @@ func (e *Env) ServerClient() (client.Client, error) {
 		return nil, fmt.Errorf("read server kubeconfig %s: %w", path, err)
 	}
 	cfg.QPS, cfg.Burst = 100, 200
-	return client.New(cfg, client.Options{Scheme: Scheme()})
+	s := serverScheme()
+	return client.New(cfg, client.Options{Scheme: s, Mapper: serverMapper(s)})
 }

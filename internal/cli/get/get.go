@@ -7,15 +7,24 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/cli/get/clusters"
 	"github.com/ephemera-dev/ephemera/internal/cli/get/kubeconfig"
+	"github.com/ephemera-dev/ephemera/internal/cli/get/pools"
+	"github.com/ephemera-dev/ephemera/internal/cli/get/templates"
+	"github.com/ephemera-dev/ephemera/internal/cli/get/testclusters"
 )
 
 // NewCommand returns the get command group.
 func NewCommand(e *env.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get",
-		Short: "Show clusters and their kubeconfigs",
+		Short: "Show local clusters and their kubeconfigs, or the ephemera server's TestClusters, pools and templates",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(clusters.NewCommand(e), kubeconfig.NewCommand(e))
+	cmd.AddCommand(
+		clusters.NewCommand(e),
+		kubeconfig.NewCommand(e),
+		testclusters.NewCommand(e),
+		pools.NewCommand(e),
+		templates.NewCommand(e),
+	)
 	return cmd
 }

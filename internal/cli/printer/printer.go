@@ -7,7 +7,9 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/yaml"
 )
 
@@ -61,4 +63,33 @@ func Rows(w io.Writer, header []string, rows [][]string) error {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	return tw.Flush()
+}
+
+// Age formats how long ago t was, like kubectl's AGE column: "5m", "3d4h";
+// "-" for a zero time.
+func Age(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return duration.HumanDuration(now.Sub(t))
+}
+
+// Relative formats a time in the future as "in 29m" and one in the past as
+// "3m ago"; "-" for a zero time.
+func Relative(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	if d := t.Sub(now); d >= 0 {
+		return "in " + duration.HumanDuration(d)
+	}
+	return duration.HumanDuration(now.Sub(t)) + " ago"
+}
+
+// OrDash returns s, or "-" when s is empty, for table cells.
+func OrDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
