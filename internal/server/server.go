@@ -151,12 +151,12 @@ func Run(ctx context.Context, opts Options) error {
 		},
 	})
 	rep.Start("Finding the clusters this server created before")
-	n, err := prov.Load(ctx, map[string]string{provision.LabelServer: opts.Instance})
+	adopted, deleted, err := prov.Load(ctx, map[string]string{provision.LabelServer: opts.Instance})
 	if err != nil {
 		rep.End(false)
 		return err
 	}
-	rep.Update(fmt.Sprintf("%d found; checking them in the background", n))
+	rep.Update(fmt.Sprintf("%d adopted (checked in the background), %d broken ones deleted", adopted, deleted))
 	rep.End(true)
 
 	now := time.Now

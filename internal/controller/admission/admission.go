@@ -430,10 +430,7 @@ func (r *Reconciler) account(tcs []v1alpha1.TestCluster, now time.Time) {
 // newName returns a free cluster name: the prefix, cut to fit, and a
 // random suffix.
 func (r *Reconciler) newName(ctx context.Context, prefix string) (string, error) {
-	prefix = strings.Trim(strings.ReplaceAll(prefix, ".", "-"), "-")
-	if len(prefix) > 30 {
-		prefix = strings.TrimRight(prefix[:30], "-")
-	}
+	prefix = trimPrefix(prefix)
 	for range 10 {
 		name := prefix + "-" + suffix()
 		if _, known := r.Provisioner.Get(name); known {
@@ -444,6 +441,16 @@ func (r *Reconciler) newName(ctx context.Context, prefix string) (string, error)
 		}
 	}
 	return "", fmt.Errorf("no free cluster name for %q", prefix)
+}
+
+// trimPrefix makes a pool or TestCluster name (a DNS subdomain) a prefix
+// of a cluster name (a DNS label of at most 40 characters).
+func trimPrefix(prefix string) string {
+	prefix = strings.Trim(strings.ReplaceAll(prefix, ".", "-"), "-")
+	if len(prefix) > 30 {
+		prefix = strings.TrimRight(prefix[:30], "-")
+	}
+	return prefix
 }
 
 func suffix() string {

@@ -186,21 +186,30 @@ func labelsOf(j *job) map[string]string {
 }
 
 // Load adopts every cluster of the provider whose labels include match, so
-// that a restarted server knows them again. It returns how many it found.
-func (r *Provisioner) Load(ctx context.Context, match map[string]string) (int, error) {
+// that a restarted server knows them again. Broken ones, such as a create
+// the previous server was killed in, are deleted instead: their owners
+// build them again. It returns how many it adopted and deleted.
+func (r *Provisioner) Load(ctx context.Context, match map[string]string) (adopted, deleted int, err error) {
 	cs, err := r.p.List(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	n := 0
 	for _, c := range cs {
 		if !Matches(c.Labels, match) {
 			continue
 		}
-		n++
+		if c.Phase == provider.PhaseBroken {
+			r.opts.Log.Info("Deleting broken cluster found at start", "cluster", c.Name, "reason", c.Message)
+			if err := lifecycle.Delete(ctx, r.p, c.Name); err != nil {
+				return adopted, deleted, err
+			}
+			deleted++
+			continue
+		}
+		adopted++
 		r.Ensure(c.Name, v1alpha1.ClusterTemplateSpec{}, c.Labels)
 	}
-	return n, nil
+	return adopted, deleted, nil
 }
 
 // Matches reports whether labels include every pair of match.

@@ -1,0 +1,50 @@
+package admission
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+)
+
+func TestWaitingInOrder(t *testing.T) {
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	tc := func(ns, name string, at time.Duration, prio v1alpha1.Priority, cluster string, deleting bool) v1alpha1.TestCluster {
+		o := v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.Time{Time: t0.Add(at)}},
+			Spec: v1alpha1.TestClusterSpec{PoolRef: "ci", Priority: prio, ClusterName: cluster}}
+		if deleting {
+			o.DeletionTimestamp = &metav1.Time{Time: t0}
+		}
+		return o
+	}
+	in := []v1alpha1.TestCluster{
+		tc("a", "late-normal", 3*time.Second, "", "", false),
+		tc("a", "low-first", 0, v1alpha1.PriorityLow, "", false),
+		tc("b", "same-second", time.Second, v1alpha1.PriorityNormal, "", false),
+		tc("a", "same-second", time.Second, v1alpha1.PriorityNormal, "", false),
+		tc("a", "bound", 0, v1alpha1.PriorityHigh, "c1", false),
+		tc("a", "deleting", 0, v1alpha1.PriorityHigh, "", true),
+		tc("a", "high-late", 5*time.Second, v1alpha1.PriorityHigh, "", false),
+	}
+	var got []string
+	for _, w := range waitingInOrder(in) {
+		got = append(got, w.Namespace+"/"+w.Name)
+	}
+	want := []string{"a/high-late", "a/same-second", "b/same-second", "a/late-normal", "a/low-first"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("order (-want +got):\n%s", diff)
+	}
+}
+
+func TestNewNameIsAShortDNSLabel(t *testing.T) {
+	for _, prefix := range []string{"ci", "a.b.c", "a-very-long-pool-name-that-goes-on-and-on-and-on", "x-"} {
+		name := trimPrefix(prefix) + "-" + suffix()
+		if errs := validation.IsDNS1123Label(name); len(errs) > 0 || len(name) > 40 {
+			t.Errorf("prefix %q gives %q: %v (len %d)", prefix, name, errs, len(name))
+		}
+	}
+}
