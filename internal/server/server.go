@@ -163,7 +163,7 @@ func Run(ctx context.Context, opts Options) error {
 	tcr := &testcluster.Reconciler{Client: mgr.GetClient(), Provisioner: prov, Server: opts.Instance, MaxHold: opts.MaxHold, Now: now}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.TestCluster{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		WatchesRawSource(source.Channel(tcEvents, &handler.EnqueueRequestForObject{})).
 		Complete(tcr); err != nil {
 		return err

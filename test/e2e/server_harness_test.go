@@ -33,6 +33,9 @@ type server struct {
 	metricsAddr string
 	healthAddr  string
 	client      client.WithWatch
+	// kubeconfig is the management cluster's; empty means the embedded
+	// management plane's.
+	kubeconfig string
 }
 
 // startServer runs `ephemera serve` on the harness's state dir and waits
@@ -84,7 +87,11 @@ func (s *server) start() {
 			t.Fatalf("serve not ready after 2m:\n%s", s.log())
 		}
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", env.DefaultServerKubeconfig(s.h.stateDir))
+	kubeconfig := s.kubeconfig
+	if kubeconfig == "" {
+		kubeconfig = env.DefaultServerKubeconfig(s.h.stateDir)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +153,13 @@ func (s *server) cleanup() {
 		}
 		// Pool clusters go in the background once their pool is gone.
 		if err := waitFor(ctx, func() (bool, string) {
-			n := len(s.h.clusters())
-			return n == 0, fmt.Sprintf("%d clusters left", n)
+			var left []string
+			for name := range s.h.clusters() {
+				if name != "mgmt" {
+					left = append(left, name)
+				}
+			}
+			return len(left) == 0, fmt.Sprintf("clusters left: %v", left)
 		}); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}

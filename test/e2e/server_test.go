@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -516,4 +517,42 @@ func mustCacheDir(t *testing.T) string {
 func runOut(name string, args ...string) (string, error) {
 	out, err := osexec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestServerOperatorMode runs serve on an existing cluster (here a
+// control-plane-only ephemera cluster) instead of the embedded management
+// plane, and claims a cluster through it with --server-kubeconfig.
+func TestServerOperatorMode(t *testing.T) {
+	h := newHarness(t)
+	h.must("create", "cluster", "mgmt", "--real-nodes", "0", "--simulated-nodes", "0")
+	mgmt := h.must("get", "kubeconfig", "mgmt").stdout
+	path := t.TempDir() + "/mgmt.kubeconfig"
+	if err := os.WriteFile(path, []byte(mgmt), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{h: h, args: []string{"--kubeconfig", path, "--instance", "ops", "--leader-election-namespace", "kube-system"},
+		logPath: t.TempDir() + "/serve.log", metricsAddr: freeAddr(t), healthAddr: freeAddr(t), kubeconfig: path}
+	s.start()
+	t.Cleanup(s.cleanup)
+	ctx := t.Context()
+	for _, obj := range []client.Object{template("bare", 0), pool("ops", "bare", 1, 2)} {
+		if err := s.client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := h.must("--server-kubeconfig", path, "create", "testcluster", "job", "--pool", "ops")
+	if _, err := os.Stat(strings.TrimSpace(r.stdout)); err != nil {
+		t.Fatalf("no kubeconfig: %s", r)
+	}
+	tc, err := s.getTC(ctx, "job")
+	if err != nil || tc.Status.Phase != v1alpha1.TestClusterReady {
+		t.Fatalf("job: %v %+v", err, tc.Status)
+	}
+	if got := h.clusters()[tc.Spec.ClusterName]; got.Phase != "Running" {
+		t.Errorf("cluster %s of the claim: %+v", tc.Spec.ClusterName, got)
+	}
+	lease := &coordinationv1.Lease{}
+	if err := s.client.Get(ctx, types.NamespacedName{Namespace: "kube-system", Name: "ephemera-ops"}, lease); err != nil {
+		t.Errorf("no leader election lease: %v", err)
+	}
 }

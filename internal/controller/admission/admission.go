@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -42,6 +43,9 @@ const capacityQueue = "capacity"
 
 // resync bounds how long the queue goes without a pass.
 const resync = 15 * time.Second
+
+// parallelWrites bounds the API writes of one pass that run at once.
+const parallelWrites = 16
 
 // failureBackoff keeps a pool from retrying a failing create at once.
 const failureBackoff = 10 * time.Second
@@ -174,6 +178,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		queueLength["pool:"+key(ps.pool.Namespace, ps.pool.Name)] = 0
 	}
 	var errs []error
+	// Decide in order, in memory; then write, in parallel. A write that
+	// fails leaves its TestCluster waiting and its cluster free, which the
+	// next pass sees.
+	var writes []func(context.Context) error
 	for _, tc := range waiting {
 		q := capacityQueue
 		served := false
@@ -183,25 +191,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			q = "pool:" + pk
 			if ps, ok := states[pk]; ok {
 				if !limited && len(ps.free) > 0 {
-					if err := r.bind(ctx, tc, ps.free[0].Name, q, now); err != nil {
-						errs = append(errs, err)
-					} else {
-						ps.free, ps.claimed, served = ps.free[1:], ps.claimed+1, true
-					}
+					cluster := ps.free[0].Name
+					writes = append(writes, func(ctx context.Context) error { return r.bind(ctx, tc, cluster, q, now) })
+					ps.free, ps.claimed, served = ps.free[1:], ps.claimed+1, true
 				} else {
 					ps.waiting++
 				}
 			}
 		} else if !limited && used < r.MaxClusters {
 			name, err := r.newName(ctx, tc.Name)
-			if err == nil {
-				err = r.bind(ctx, tc, name, q, now)
-			}
 			if err != nil {
-				errs = append(errs, err)
-			} else {
-				used, served = used+1, true
+				return reconcile.Result{}, err
 			}
+			writes = append(writes, func(ctx context.Context) error { return r.bind(ctx, tc, name, q, now) })
+			used, served = used+1, true
 		}
 		if served {
 			perNamespace[tc.Namespace]++
@@ -210,25 +213,46 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		positions[q]++
 		queueLength[q]++
 		r.markQueued(tc, q, now)
-		if tc.Status.QueuePosition != positions[q] {
-			base := tc.DeepCopy()
-			tc.Status.QueuePosition = positions[q]
-			if err := r.Client.Status().Patch(ctx, tc, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
-				errs = append(errs, err)
-			}
+		if position := positions[q]; tc.Status.QueuePosition != position {
+			writes = append(writes, func(ctx context.Context) error {
+				base := tc.DeepCopy()
+				tc.Status.QueuePosition = position
+				return client.IgnoreNotFound(r.Client.Status().Patch(ctx, tc, client.MergeFrom(base)))
+			})
 		}
+	}
+	var g errgroup.Group
+	g.SetLimit(parallelWrites)
+	for _, w := range writes {
+		g.Go(func() error { return w(ctx) })
+	}
+	if err := g.Wait(); err != nil {
+		errs = append(errs, err)
 	}
 	for q, n := range queueLength {
 		metrics.QueueLength.WithLabelValues(q).Set(n)
 	}
+	// Claims bound but not yet published come first: building clusters
+	// takes the CPU their last steps need. Refills wait until they are
+	// Ready, which takes milliseconds.
+	publishing := 0
+	for _, tc := range tcs.Items {
+		if st, ok := r.Provisioner.Get(tc.Spec.ClusterName); ok && tc.Spec.PoolRef != "" && st.State == provision.Ready &&
+			tc.Status.Phase != v1alpha1.TestClusterReady && tc.DeletionTimestamp.IsZero() {
+			publishing++
+		}
+	}
 	for _, pk := range sortedKeys(states) {
-		if err := r.reconcilePool(ctx, states[pk], &used, now); err != nil {
+		if err := r.reconcilePool(ctx, states[pk], &used, now, publishing == 0); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	r.account(tcs.Items, now)
 	if len(errs) > 0 {
 		return reconcile.Result{}, errs[0]
+	}
+	if publishing > 0 {
+		return reconcile.Result{RequeueAfter: 50 * time.Millisecond}, nil
 	}
 	return reconcile.Result{RequeueAfter: resync}, nil
 }
@@ -302,7 +326,7 @@ func (r *Reconciler) markQueued(tc *v1alpha1.TestCluster, _ string, now time.Tim
 
 // reconcilePool keeps minReady spare clusters (plus one per waiting claim)
 // within maxSize and the budget, and writes the pool's status.
-func (r *Reconciler) reconcilePool(ctx context.Context, ps *poolState, used *int, now time.Time) error {
+func (r *Reconciler) reconcilePool(ctx context.Context, ps *poolState, used *int, now time.Time, mayCreate bool) error {
 	p := ps.pool
 	base := p.DeepCopy()
 	pk := key(p.Namespace, p.Name)
@@ -329,7 +353,7 @@ func (r *Reconciler) reconcilePool(ctx context.Context, ps *poolState, used *int
 		*used--
 	}
 	var problem string
-	if want > 0 && !backoff {
+	if want > 0 && !backoff && mayCreate {
 		tmpl := &v1alpha1.ClusterTemplate{}
 		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.TemplateRef}, tmpl); err != nil {
 			if !apierrors.IsNotFound(err) {

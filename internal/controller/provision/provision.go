@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"runtime"
 	"sync"
 	"time"
 
@@ -82,7 +83,8 @@ type job struct {
 // New returns a provisioner of p's clusters.
 func New(p provider.Provider, opts Options) *Provisioner {
 	if opts.MaxConcurrentCreates <= 0 {
-		opts.MaxConcurrentCreates = 4
+		// Creates are CPU-bound: more at once than cores only slows each.
+		opts.MaxConcurrentCreates = max(2, runtime.NumCPU())
 	}
 	if opts.Wait <= 0 {
 		opts.Wait = 3 * time.Minute

@@ -61,9 +61,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !tc.DeletionTimestamp.IsZero() {
 		return reconcile.Result{}, r.reconcileDelete(ctx, tc)
 	}
-	if controllerutil.AddFinalizer(tc, Finalizer) {
-		if err := r.Client.Update(ctx, tc); err != nil {
-			return reconcile.Result{}, err
+	if !controllerutil.ContainsFinalizer(tc, Finalizer) {
+		// A patch, not an update: the admission reconciler may have bound
+		// the TestCluster meanwhile, and a conflict would cost a retry.
+		base := tc.DeepCopy()
+		controllerutil.AddFinalizer(tc, Finalizer)
+		if err := r.Client.Patch(ctx, tc, ctrl.MergeFrom(base)); err != nil {
+			return reconcile.Result{}, ctrl.IgnoreNotFound(err)
 		}
 	}
 	base := tc.DeepCopy()
@@ -231,8 +235,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, tc *v1alpha1.TestClust
 		}
 	}
 	r.firstSeen.Delete(tc.UID)
+	base := tc.DeepCopy()
 	controllerutil.RemoveFinalizer(tc, Finalizer)
-	return ctrl.IgnoreNotFound(r.Client.Update(ctx, tc))
+	return ctrl.IgnoreNotFound(r.Client.Patch(ctx, tc, ctrl.MergeFrom(base)))
 }
 
 func ownedByPool(labels map[string]string, tc *v1alpha1.TestCluster) bool {
