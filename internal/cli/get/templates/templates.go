@@ -2,12 +2,12 @@
 package templates
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
@@ -15,15 +15,9 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/printer"
 )
 
-type options struct {
-	namespace     string
-	allNamespaces bool
-	output        string
-}
-
 // NewCommand returns the get templates command.
 func NewCommand(e *env.Env) *cobra.Command {
-	opts := &options{}
+	opts := &object.GetOptions{}
 	cmd := &cobra.Command{
 		Use:     "templates [NAME...]",
 		Aliases: []string{"template", "clustertemplates", "clustertemplate"},
@@ -40,51 +34,22 @@ objects.`,
   ephemera get templates -A
   ephemera get template big -o yaml`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(cmd.Context(), e, opts, args)
+			return object.Get(cmd.Context(), e, kind, *opts, args)
 		},
 	}
-	object.AddNamespaceFlag(cmd.Flags(), &opts.namespace)
-	cmd.Flags().BoolVarP(&opts.allNamespaces, "all-namespaces", "A", false, "list ClusterTemplates of every namespace")
-	cmd.Flags().StringVarP(&opts.output, "output", "o", "", "output format: wide, yaml or json")
+	object.AddNamespaceFlag(cmd.Flags(), &opts.Namespace)
+	cmd.Flags().BoolVarP(&opts.AllNamespaces, "all-namespaces", "A", false, "list ClusterTemplates of every namespace")
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "output format: wide, yaml or json")
 	return cmd
 }
 
-func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
-	ns, err := scope(opts, names)
-	if err != nil {
-		return err
-	}
-	c, err := e.ServerClient()
-	if err != nil {
-		return err
-	}
-	templates, fetchErr := object.Fetch[v1alpha1.ClusterTemplate](ctx, c, &v1alpha1.ClusterTemplateList{}, "ClusterTemplate", ns, names)
-	if fetchErr != nil && len(templates) == 0 {
-		return fetchErr
-	}
-	if opts.output == printer.YAML || opts.output == printer.JSON {
-		if err := object.Print(e.Out, opts.output, c.Scheme(), templates, len(names) == 1); err != nil {
-			return err
-		}
-		return fetchErr
-	}
-	if len(templates) == 0 {
-		fmt.Fprintln(e.ErrOut, emptyHint(ns, e.ServerKubeconfigPath()))
-		return nil
-	}
-	header, rows := table(templates, opts.allNamespaces, opts.output == printer.Wide, time.Now())
-	if err := printer.Rows(e.Out, header, rows); err != nil {
-		return err
-	}
-	return fetchErr
-}
-
-// scope checks the flags and returns the namespace to look in, "" for all.
-func scope(opts *options, names []string) (string, error) {
-	if err := printer.ValidateFormat(opts.output, printer.Table, printer.Wide, printer.YAML, printer.JSON); err != nil {
-		return "", err
-	}
-	return object.Namespace(opts.namespace, opts.allNamespaces, names, "ClusterTemplates")
+// kind tells object.Get how to fetch and show ClusterTemplates.
+var kind = object.Kind[v1alpha1.ClusterTemplate, *v1alpha1.ClusterTemplate]{
+	Name:      "ClusterTemplate",
+	Plural:    "ClusterTemplates",
+	NewList:   func() client.ObjectList { return &v1alpha1.ClusterTemplateList{} },
+	EmptyHint: func(e *env.Env, ns string) string { return emptyHint(ns, e.ServerKubeconfigPath()) },
+	Table:     table,
 }
 
 func emptyHint(ns, kubeconfig string) string {

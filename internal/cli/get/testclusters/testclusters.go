@@ -2,13 +2,13 @@
 package testclusters
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
@@ -16,15 +16,9 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/printer"
 )
 
-type options struct {
-	namespace     string
-	allNamespaces bool
-	output        string
-}
-
 // NewCommand returns the get testclusters command.
 func NewCommand(e *env.Env) *cobra.Command {
-	opts := &options{}
+	opts := &object.GetOptions{}
 	cmd := &cobra.Command{
 		Use:     "testclusters [NAME...]",
 		Aliases: []string{"testcluster", "tc"},
@@ -42,58 +36,36 @@ print the objects.`,
   ephemera get tc -A -o wide
   ephemera get testcluster ci-abcde -o yaml`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(cmd.Context(), e, opts, args)
+			return object.Get(cmd.Context(), e, kind, *opts, args)
 		},
 	}
-	object.AddNamespaceFlag(cmd.Flags(), &opts.namespace)
-	cmd.Flags().BoolVarP(&opts.allNamespaces, "all-namespaces", "A", false, "list TestClusters of every namespace")
-	cmd.Flags().StringVarP(&opts.output, "output", "o", "", "output format: wide, yaml or json")
+	object.AddNamespaceFlag(cmd.Flags(), &opts.Namespace)
+	cmd.Flags().BoolVarP(&opts.AllNamespaces, "all-namespaces", "A", false, "list TestClusters of every namespace")
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "output format: wide, yaml or json")
 	return cmd
 }
 
-func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
-	ns, err := scope(opts, names)
-	if err != nil {
-		return err
+// reportFailed says on stderr why Failed TestClusters failed, unless -o
+// wide shows it already.
+func reportFailed(e *env.Env, tcs []*v1alpha1.TestCluster, opts object.GetOptions) {
+	if opts.Output == printer.Wide {
+		return
 	}
-	c, err := e.ServerClient()
-	if err != nil {
-		return err
-	}
-	tcs, fetchErr := object.Fetch[v1alpha1.TestCluster](ctx, c, &v1alpha1.TestClusterList{}, "TestCluster", ns, names)
-	if fetchErr != nil && len(tcs) == 0 {
-		return fetchErr
-	}
-	if opts.output == printer.YAML || opts.output == printer.JSON {
-		if err := object.Print(e.Out, opts.output, c.Scheme(), tcs, len(names) == 1); err != nil {
-			return err
-		}
-		return fetchErr
-	}
-	if len(tcs) == 0 {
-		fmt.Fprintln(e.ErrOut, emptyHint(ns))
-		return nil
-	}
-	header, rows := table(tcs, opts.allNamespaces, opts.output == printer.Wide, time.Now())
-	if err := printer.Rows(e.Out, header, rows); err != nil {
-		return err
-	}
-	if opts.output != printer.Wide {
-		for _, tc := range tcs {
-			if tc.Status.Phase == v1alpha1.TestClusterFailed {
-				fmt.Fprintf(e.ErrOut, "TestCluster %s/%s is Failed: %s\n", tc.Namespace, tc.Name, readyMessage(tc))
-			}
+	for _, tc := range tcs {
+		if tc.Status.Phase == v1alpha1.TestClusterFailed {
+			fmt.Fprintf(e.ErrOut, "TestCluster %s/%s is Failed: %s\n", tc.Namespace, tc.Name, readyMessage(tc))
 		}
 	}
-	return fetchErr
 }
 
-// scope checks the flags and returns the namespace to look in, "" for all.
-func scope(opts *options, names []string) (string, error) {
-	if err := printer.ValidateFormat(opts.output, printer.Table, printer.Wide, printer.YAML, printer.JSON); err != nil {
-		return "", err
-	}
-	return object.Namespace(opts.namespace, opts.allNamespaces, names, "TestClusters")
+// kind tells object.Get how to fetch and show TestClusters.
+var kind = object.Kind[v1alpha1.TestCluster, *v1alpha1.TestCluster]{
+	Name:      "TestCluster",
+	Plural:    "TestClusters",
+	NewList:   func() client.ObjectList { return &v1alpha1.TestClusterList{} },
+	EmptyHint: func(e *env.Env, ns string) string { return emptyHint(ns) },
+	Table:     table,
+	After:     reportFailed,
 }
 
 func emptyHint(ns string) string {

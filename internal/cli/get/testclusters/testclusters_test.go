@@ -82,33 +82,3 @@ default     new        -          template/big    -           -       -         
 		})
 	}
 }
-
-func TestScope(t *testing.T) {
-	tests := []struct {
-		name    string
-		opts    options
-		names   []string
-		wantNS  string
-		wantErr string
-	}{
-		{name: "namespace", opts: options{namespace: "team-a"}, wantNS: "team-a"},
-		{name: "all namespaces", opts: options{namespace: "default", allNamespaces: true}, wantNS: ""},
-		{name: "names with -A", opts: options{allNamespaces: true}, names: []string{"x"}, wantErr: "cannot be combined with names"},
-		{name: "bad output", opts: options{namespace: "default", output: "table"}, wantErr: `unknown output format "table"`},
-		{name: "empty namespace", opts: options{}, wantErr: "--namespace must not be empty"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ns, err := scope(&tt.opts, tt.names)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("scope error = %v, want %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || ns != tt.wantNS {
-				t.Errorf("scope = %q, %v; want %q", ns, err, tt.wantNS)
-			}
-		})
-	}
-}
