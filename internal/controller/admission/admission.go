@@ -212,7 +212,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		}
 		positions[q]++
 		queueLength[q]++
-		r.markQueued(tc, q, now)
+		r.markQueued(tc, now)
 		if position := positions[q]; tc.Status.QueuePosition != position {
 			writes = append(writes, func(ctx context.Context) error {
 				base := tc.DeepCopy()
@@ -316,7 +316,7 @@ func (r *Reconciler) bind(ctx context.Context, tc *v1alpha1.TestCluster, cluster
 	return nil
 }
 
-func (r *Reconciler) markQueued(tc *v1alpha1.TestCluster, _ string, now time.Time) {
+func (r *Reconciler) markQueued(tc *v1alpha1.TestCluster, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.queuedSince[tc.UID]; !ok {

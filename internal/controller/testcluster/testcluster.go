@@ -101,7 +101,6 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 
 	name := tc.Spec.ClusterName
 	if name == "" {
-		tc.Status.QueuePosition = max(tc.Status.QueuePosition, 0)
 		reason, msg := r.queued(ctx, tc)
 		setCondition(tc, v1alpha1.ConditionBound, false, reason, msg)
 		setCondition(tc, v1alpha1.ConditionReady, false, reason, msg)
