@@ -16,6 +16,7 @@ import (
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	"github.com/ephemera-dev/ephemera/internal/cli/lease"
 	"github.com/ephemera-dev/ephemera/internal/cli/object"
 )
 
@@ -231,7 +232,7 @@ func run(ctx context.Context, e *env.Env, opts *options, tc *v1alpha1.TestCluste
 		fmt.Fprintf(e.ErrOut, "Created TestCluster %s; check on it with 'ephemera get testclusters %s -n %s'\n", key, tc.Name, tc.Namespace)
 		return nil
 	}
-	kubeconfig, err := waitReady(ctx, c, tc, opts.wait, e.Progress())
+	kubeconfig, err := lease.WaitReady(ctx, c, tc, opts.wait, e.Progress())
 	if err != nil {
 		return err
 	}
@@ -239,11 +240,11 @@ func run(ctx context.Context, e *env.Env, opts *options, tc *v1alpha1.TestCluste
 	if path == "" {
 		path = filepath.Join(e.StateDir, "kubeconfigs", tc.Namespace, tc.Name)
 	}
-	if path, err = writeKubeconfig(path, kubeconfig); err != nil {
+	if path, err = lease.WriteKubeconfig(path, kubeconfig); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.Out, path)
-	fmt.Fprintln(e.ErrOut, readyLine(tc, time.Since(started), time.Now()))
+	fmt.Fprintln(e.ErrOut, lease.ReadyLine(tc, time.Since(started), time.Now()))
 	return nil
 }
 

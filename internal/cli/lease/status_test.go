@@ -1,4 +1,4 @@
-package testcluster
+package lease
 
 import (
 	"testing"
@@ -107,7 +107,7 @@ func TestReadyLine(t *testing.T) {
 		Status:     v1alpha1.TestClusterStatus{KubernetesVersion: "v1.36.3", ExpiresAt: &metav1.Time{Time: now.Add(30 * time.Minute)}},
 	}
 	want := "TestCluster default/ci-abcde is Ready after 42ms (cluster ci-x1y2z, Kubernetes v1.36.3, expires " + now.Add(30*time.Minute).Format(time.RFC3339) + ", in 30m)"
-	if got := readyLine(tc, 42*time.Millisecond+300*time.Microsecond, now); got != want {
+	if got := ReadyLine(tc, 42*time.Millisecond+300*time.Microsecond, now); got != want {
 		t.Errorf("readyLine =\n%s\nwant\n%s", got, want)
 	}
 }

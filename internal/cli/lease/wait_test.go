@@ -1,4 +1,4 @@
-package testcluster
+package lease
 
 import (
 	"context"
@@ -38,7 +38,7 @@ func TestWriteKubeconfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "kubeconfigs", "default", "ci-abcde")
 	for _, content := range []string{"first", "second"} { // the second overwrites
-		got, err := writeKubeconfig(path, []byte(content))
+		got, err := WriteKubeconfig(path, []byte(content))
 		if err != nil {
 			t.Fatalf("writeKubeconfig: %v", err)
 		}

@@ -1,4 +1,4 @@
-package testcluster
+package lease
 
 import (
 	"context"
@@ -28,9 +28,9 @@ const (
 	poll           = 10 * time.Millisecond
 )
 
-// waitReady polls tc until it is Ready and returns its kubeconfig. tc is
+// WaitReady polls tc until it is Ready and returns its kubeconfig. tc is
 // updated in place with the last state observed.
-func waitReady(ctx context.Context, c client.Client, tc *v1alpha1.TestCluster, timeout time.Duration, p progress.Reporter) ([]byte, error) {
+func WaitReady(ctx context.Context, c client.Client, tc *v1alpha1.TestCluster, timeout time.Duration, p progress.Reporter) ([]byte, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -167,9 +167,9 @@ func readKubeconfig(ctx context.Context, c client.Client, tc *v1alpha1.TestClust
 	return kc, nil
 }
 
-// writeKubeconfig writes data to path atomically, mode 0600 in directories
+// WriteKubeconfig writes data to path atomically, mode 0600 in directories
 // created 0700, and returns the absolute path.
-func writeKubeconfig(path string, data []byte) (string, error) {
+func WriteKubeconfig(path string, data []byte) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return "", fmt.Errorf("write kubeconfig: %w", err)

@@ -1,4 +1,4 @@
-package testcluster
+package lease
 
 import (
 	"fmt"
@@ -79,8 +79,8 @@ func readyMessage(tc *v1alpha1.TestCluster, def string) string {
 	return def
 }
 
-// readyLine is the human summary printed on stderr once the cluster is Ready.
-func readyLine(tc *v1alpha1.TestCluster, took time.Duration, now time.Time) string {
+// ReadyLine is the human summary printed on stderr once the cluster is Ready.
+func ReadyLine(tc *v1alpha1.TestCluster, took time.Duration, now time.Time) string {
 	s := fmt.Sprintf("TestCluster %s/%s is Ready after %s (cluster %s", tc.Namespace, tc.Name, took.Round(time.Millisecond), printer.OrDash(tc.Spec.ClusterName))
 	if v := tc.Status.KubernetesVersion; v != "" {
 		s += ", Kubernetes " + v

@@ -1,0 +1,86 @@
+package runner
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const goJUnit = `<?xml version="1.0" encoding="UTF-8"?>
+<testsuites tests="4" failures="1">
+  <testsuite name="example.com/app/e2e" tests="4" failures="1" errors="0" skipped="1">
+    <testcase classname="example.com/app/e2e" name="TestInstall" time="1.2"></testcase>
+    <testcase classname="example.com/app/e2e" name="TestUpgrade" time="0.3"><failure message="Failed">upgrade timed out</failure></testcase>
+    <testcase classname="example.com/app/e2e" name="TestSkip" time="0"><skipped message="no GPU"></skipped></testcase>
+    <testcase classname="example.com/app/e2e" name="TestCRDs" time="0.1"></testcase>
+  </testsuite>
+</testsuites>`
+
+const pytestJUnit = `<?xml version="1.0" encoding="utf-8"?>
+<testsuite name="pytest" errors="1" failures="0" skipped="0" tests="2">
+  <testcase classname="tests.test_chart" name="test_render"/>
+  <testcase classname="tests.test_chart" name="test_lint"><error message="fixture failed"/></testcase>
+</testsuite>`
+
+func TestParseJUnit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want Result
+	}{
+		{"go testsuites root", goJUnit, Result{Tests: 4, Failures: 1, Skipped: 1, Failing: []string{"example.com/app/e2e/TestUpgrade"}}},
+		{"pytest testsuite root", pytestJUnit, Result{Tests: 2, Errors: 1, Failing: []string{"pytest/test_lint"}}},
+		{"empty suites", `<testsuites></testsuites>`, Result{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseJUnit([]byte(tc.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+	if _, err := ParseJUnit([]byte("not xml at all")); err == nil || !strings.Contains(err.Error(), "not JUnit XML") {
+		t.Errorf("garbage: %v", err)
+	}
+}
+
+func TestReadJUnitDir(t *testing.T) {
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(dir, "qa"), 0o755))
+	must(os.WriteFile(filepath.Join(dir, "unit.xml"), []byte(goJUnit), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "qa", "report.XML"), []byte(pytestJUnit), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "run.log"), []byte("not a report"), 0o644))
+	got, err := ReadJUnitDir(dir)
+	must(err)
+	want := Result{Tests: 6, Failures: 1, Errors: 1, Skipped: 1, Failing: []string{"example.com/app/e2e/TestUpgrade", "pytest/test_lint"}}
+	if d := cmp.Diff(want, got, cmp.FilterPath(func(p cmp.Path) bool { return p.String() == "Files" }, cmp.Ignore())); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if len(got.Files) != 2 || got.Passed() {
+		t.Errorf("files %v passed %v", got.Files, got.Passed())
+	}
+	if got.String() != "6 tests, 1 failed, 1 errors, 1 skipped" {
+		t.Errorf("String() = %q", got.String())
+	}
+
+	none, err := ReadJUnitDir(filepath.Join(dir, "missing"))
+	if err != nil || none.Tests != 0 {
+		t.Errorf("missing dir: %+v %v", none, err)
+	}
+	must(os.WriteFile(filepath.Join(dir, "bad.xml"), []byte("<html>"), 0o644))
+	if _, err := ReadJUnitDir(dir); err == nil || !strings.Contains(err.Error(), "bad.xml") {
+		t.Errorf("a bad report: %v, want an error naming bad.xml", err)
+	}
+}
