@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/hold"
 	"github.com/ephemera-dev/ephemera/internal/cli/kube"
 	"github.com/ephemera-dev/ephemera/internal/cli/load"
+	"github.com/ephemera-dev/ephemera/internal/cli/run"
 	"github.com/ephemera-dev/ephemera/internal/cli/serve"
 	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
 	"github.com/ephemera-dev/ephemera/internal/cli/version"
@@ -36,6 +38,13 @@ func Main() int {
 
 	e := &env.Env{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, NewProviders: Providers}
 	if err := NewRootCommand(e).ExecuteContext(ctx); err != nil {
+		var exit *env.ExitError
+		if errors.As(err, &exit) {
+			if exit.Err != nil {
+				fmt.Fprintf(e.ErrOut, "ERROR: %v\n", exit.Err)
+			}
+			return exit.Code
+		}
 		fmt.Fprintf(e.ErrOut, "ERROR: %v\n", err)
 		return 1
 	}
@@ -97,6 +106,7 @@ Start here:
 		build.NewCommand(e),
 		load.NewCommand(e),
 		serve.NewCommand(e),
+		run.NewCommand(e),
 		version.NewCommand(e),
 		supervise.NewCommand(e),
 	)

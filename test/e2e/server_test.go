@@ -274,6 +274,39 @@ func TestServer(t *testing.T) {
 		hh.must("delete", "testcluster", "fresh")
 	})
 
+	t.Run("run from a pool: a pass gives the cluster back, a failure holds it until the hold ends", func(t *testing.T) {
+		hh := h.with(t)
+		art := t.TempDir()
+		r := hh.run(ctx, "run", "--pool", "ci", "--artifacts", art+"/pass", "--", "sh", "-c", junitScript(t, "a=pass"))
+		if r.err != nil || !strings.Contains(r.stderr, "Run PASSED") || !strings.Contains(r.stderr, "cluster=ci-run-") {
+			t.Fatalf("passing run: %s", r)
+		}
+		r = hh.run(ctx, "run", "--pool", "ci", "--artifacts", art+"/fail", "--on-failure", "hold", "--hold-for", "4s", "--", "sh", "-c", junitScript(t, "a=fail"))
+		if exitCode(r.err) != 1 || !strings.Contains(r.stderr, "Holding TestCluster default/ci-run-") {
+			t.Fatalf("failing run: %s", r)
+		}
+		var list v1alpha1.TestClusterList
+		if err := c.List(ctx, &list, client.InNamespace("default")); err != nil {
+			t.Fatal(err)
+		}
+		var held *v1alpha1.TestCluster
+		for i := range list.Items {
+			if strings.HasPrefix(list.Items[i].Name, "ci-run-") {
+				if held != nil {
+					t.Fatalf("more than one run TestCluster left: %s and %s (the passing run's was not given back)", held.Name, list.Items[i].Name)
+				}
+				held = &list.Items[i]
+			}
+		}
+		if held == nil || held.Spec.HoldUntil == nil {
+			t.Fatalf("the failed run's TestCluster is not held: %+v", held)
+		}
+		s.waitGone(ctx, t, held)
+		if _, ok := hh.clusters()[held.Spec.ClusterName]; ok {
+			t.Errorf("cluster %s still exists after its hold ended", held.Spec.ClusterName)
+		}
+	})
+
 	t.Run("50 concurrent claims on a pool of 5 never share a cluster and are served in order", func(t *testing.T) {
 		testBurst(t, h, s, 50)
 	})

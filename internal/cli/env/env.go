@@ -115,3 +115,20 @@ func (e *Env) ServerClient() (client.Client, error) {
 	s := serverScheme()
 	return client.New(cfg, client.Options{Scheme: s, Mapper: serverMapper(s)})
 }
+
+// ExitError ends the program with Code. Err, when set, is printed first.
+// Commands that pass on another program's exit status, like run, return it.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+// Unwrap returns Err.
+func (e *ExitError) Unwrap() error { return e.Err }

@@ -11,7 +11,6 @@ package admission
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"maps"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -456,7 +456,7 @@ func (r *Reconciler) account(tcs []v1alpha1.TestCluster, now time.Time) {
 func (r *Reconciler) newName(ctx context.Context, prefix string) (string, error) {
 	prefix = trimPrefix(prefix)
 	for range 10 {
-		name := prefix + "-" + suffix()
+		name := prefix + "-" + utilrand.String(5)
 		if _, known := r.Provisioner.Get(name); known {
 			continue
 		}
@@ -475,16 +475,6 @@ func trimPrefix(prefix string) string {
 		prefix = strings.TrimRight(prefix[:30], "-")
 	}
 	return prefix
-}
-
-func suffix() string {
-	const letters = "bcdfghjklmnpqrstvwxz2456789"
-	b := make([]byte, 5)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = letters[int(b[i])%len(letters)]
-	}
-	return string(b)
 }
 
 func key(namespace, name string) string { return namespace + "/" + name }

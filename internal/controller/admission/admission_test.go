@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
@@ -42,7 +43,7 @@ func TestWaitingInOrder(t *testing.T) {
 
 func TestNewNameIsAShortDNSLabel(t *testing.T) {
 	for _, prefix := range []string{"ci", "a.b.c", "a-very-long-pool-name-that-goes-on-and-on-and-on", "x-"} {
-		name := trimPrefix(prefix) + "-" + suffix()
+		name := trimPrefix(prefix) + "-" + utilrand.String(5)
 		if errs := validation.IsDNS1123Label(name); len(errs) > 0 || len(name) > 40 {
 			t.Errorf("prefix %q gives %q: %v (len %d)", prefix, name, errs, len(name))
 		}
