@@ -1,5 +1,7 @@
 package v1alpha1
 
+import "time"
+
 // DefaultRealNodes is the number of real nodes when a spec sets neither
 // node count.
 const DefaultRealNodes int32 = 1
@@ -31,4 +33,21 @@ func (s ClusterTemplateSpec) ProviderOrDefault() ProviderName {
 		return ProviderLocal
 	}
 	return s.Provider
+}
+
+// TTLOrDefault returns spec.ttl, or DefaultTTL when unset.
+func (s TestClusterSpec) TTLOrDefault() time.Duration {
+	if s.TTL == nil || s.TTL.Duration <= 0 {
+		return DefaultTTL
+	}
+	return s.TTL.Duration
+}
+
+// MaxLifetimeOrDefault returns spec.maxLifetime, or DefaultMaxLifetime when
+// unset.
+func (s TestClusterSpec) MaxLifetimeOrDefault() time.Duration {
+	if s.MaxLifetime == nil || s.MaxLifetime.Duration <= 0 {
+		return DefaultMaxLifetime
+	}
+	return s.MaxLifetime.Duration
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	ephemeraserver "github.com/ephemera-dev/ephemera/internal/server"
 )
 
 // server is an `ephemera serve` process of a test, with its embedded
@@ -96,7 +97,7 @@ func (s *server) start() {
 		t.Fatal(err)
 	}
 	cfg.QPS, cfg.Burst = 500, 1000
-	if s.client, err = client.NewWithWatch(cfg, client.Options{Scheme: env.Scheme()}); err != nil {
+	if s.client, err = client.NewWithWatch(cfg, client.Options{Scheme: ephemeraserver.Scheme()}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -9,12 +9,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/term"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/progress"
@@ -89,14 +85,6 @@ func (e *Env) ServerKubeconfigPath() string {
 // management plane's kubeconfig.
 func DefaultServerKubeconfig(stateDir string) string {
 	return filepath.Join(stateDir, "server", "kubeconfig")
-}
-
-// Scheme returns a scheme with the Kubernetes and ephemera.dev types.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = v1alpha1.AddToScheme(s)
-	return s
 }
 
 // ServerClient returns a client of the management plane that `ephemera

@@ -95,14 +95,7 @@ func patch(now time.Time, ttl time.Duration) ([]byte, error) {
 // leaseLine says when the lease of tc, after a heartbeat at now, ends: ttl
 // from now, capped by maxLifetime, unless a hold keeps it longer.
 func leaseLine(tc *v1alpha1.TestCluster, now time.Time) string {
-	ttl := v1alpha1.DefaultTTL
-	if tc.Spec.TTL != nil {
-		ttl = tc.Spec.TTL.Duration
-	}
-	maxLifetime := v1alpha1.DefaultMaxLifetime
-	if tc.Spec.MaxLifetime != nil {
-		maxLifetime = tc.Spec.MaxLifetime.Duration
-	}
+	ttl, maxLifetime := tc.Spec.TTLOrDefault(), tc.Spec.MaxLifetimeOrDefault()
 	end, hardEnd := now.Add(ttl), tc.CreationTimestamp.Add(maxLifetime)
 	s := fmt.Sprintf("Lease of TestCluster %s/%s renewed: it ends %s (%s, ttl %s)", tc.Namespace, tc.Name, end.Local().Format(time.RFC3339), printer.Relative(end, now), ttl)
 	if end.After(hardEnd) {

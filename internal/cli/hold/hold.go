@@ -102,10 +102,7 @@ func holdLine(tc *v1alpha1.TestCluster, now time.Time, d time.Duration) string {
 	if d == 0 {
 		return fmt.Sprintf("Released the hold on TestCluster %s; its lease ends ttl after this heartbeat", key)
 	}
-	maxLifetime := v1alpha1.DefaultMaxLifetime
-	if tc.Spec.MaxLifetime != nil {
-		maxLifetime = tc.Spec.MaxLifetime.Duration
-	}
+	maxLifetime := tc.Spec.MaxLifetimeOrDefault()
 	until, hardEnd := now.Add(d), tc.CreationTimestamp.Add(maxLifetime)
 	s := fmt.Sprintf("Holding TestCluster %s until %s (%s)", key, until.Local().Format(time.RFC3339), printer.Relative(until, now))
 	if until.After(hardEnd) {

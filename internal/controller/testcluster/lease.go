@@ -3,8 +3,6 @@ package testcluster
 import (
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 )
 
@@ -18,7 +16,7 @@ const DefaultMaxHold = 24 * time.Hour
 // maxHold past that same moment; nothing goes past creation + maxLifetime,
 // which also ends a lease that never got a cluster.
 func ExpiresAt(tc *v1alpha1.TestCluster, bound time.Time, maxHold time.Duration) time.Time {
-	hard := tc.CreationTimestamp.Add(durationOr(tc.Spec.MaxLifetime, v1alpha1.DefaultMaxLifetime))
+	hard := tc.CreationTimestamp.Add(tc.Spec.MaxLifetimeOrDefault())
 	if bound.IsZero() {
 		return hard
 	}
@@ -26,7 +24,7 @@ func ExpiresAt(tc *v1alpha1.TestCluster, bound time.Time, maxHold time.Duration)
 	if hb, ok := Heartbeat(tc); ok && hb.After(last) {
 		last = hb
 	}
-	end := last.Add(durationOr(tc.Spec.TTL, v1alpha1.DefaultTTL))
+	end := last.Add(tc.Spec.TTLOrDefault())
 	if tc.Spec.HoldUntil != nil {
 		hold := tc.Spec.HoldUntil.Time
 		if limit := last.Add(maxHold); hold.After(limit) {
@@ -51,11 +49,4 @@ func Heartbeat(tc *v1alpha1.TestCluster) (time.Time, bool) {
 	}
 	t, err := time.Parse(time.RFC3339, v)
 	return t, err == nil
-}
-
-func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
-	if d == nil || d.Duration <= 0 {
-		return def
-	}
-	return d.Duration
 }
