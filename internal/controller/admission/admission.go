@@ -443,7 +443,7 @@ func (r *Reconciler) account(tcs []v1alpha1.TestCluster, now time.Time) {
 	}
 	counts := map[[3]string]float64{}
 	for _, tc := range tcs {
-		counts[[3]string{string(cmp.Or(tc.Status.Phase, v1alpha1.TestClusterQueued)), tc.Spec.PoolRef, "local"}]++
+		counts[[3]string{string(cmp.Or(tc.Status.Phase, v1alpha1.TestClusterQueued)), tc.Spec.PoolRef, r.Provisioner.Provider().Name()}]++
 	}
 	metrics.TestClusters.Reset()
 	for k, n := range counts {
