@@ -51,3 +51,6 @@ func (s TestClusterSpec) MaxLifetimeOrDefault() time.Duration {
 	}
 	return s.MaxLifetime.Duration
 }
+
+// HeartbeatValue is the value of HeartbeatAnnotation for a heartbeat at t.
+func HeartbeatValue(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -38,7 +38,7 @@ const (
 	DefaultMaxLifetime = 72 * time.Hour
 )
 
-// HeartbeatAnnotation holds the time (RFC 3339) of a TestCluster's last
+// HeartbeatAnnotation holds the time (RFC 3339, see HeartbeatValue) of a TestCluster's last
 // heartbeat; the lease runs for spec.ttl from the later of bind and
 // heartbeat. `ephemera extend` sets it.
 const HeartbeatAnnotation = "ephemera.dev/heartbeat"

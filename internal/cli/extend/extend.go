@@ -84,7 +84,7 @@ func run(ctx context.Context, e *env.Env, opts *options, name string) error {
 // patch is the merge patch of a heartbeat at now, with a new ttl unless 0.
 func patch(now time.Time, ttl time.Duration) ([]byte, error) {
 	p := map[string]any{
-		"metadata": map[string]any{"annotations": map[string]string{v1alpha1.HeartbeatAnnotation: now.UTC().Format(time.RFC3339)}},
+		"metadata": map[string]any{"annotations": map[string]string{v1alpha1.HeartbeatAnnotation: v1alpha1.HeartbeatValue(now)}},
 	}
 	if ttl > 0 {
 		p["spec"] = map[string]any{"ttl": metav1.Duration{Duration: ttl}}

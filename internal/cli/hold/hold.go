@@ -91,7 +91,7 @@ func patch(now time.Time, d time.Duration) ([]byte, error) {
 		until = &metav1.Time{Time: now.Add(d)}
 	}
 	return json.Marshal(map[string]any{
-		"metadata": map[string]any{"annotations": map[string]string{v1alpha1.HeartbeatAnnotation: now.UTC().Format(time.RFC3339)}},
+		"metadata": map[string]any{"annotations": map[string]string{v1alpha1.HeartbeatAnnotation: v1alpha1.HeartbeatValue(now)}},
 		"spec":     map[string]any{"holdUntil": until},
 	})
 }

@@ -262,7 +262,7 @@ func leaseCluster(ctx context.Context, e *env.Env, opts *options) (*acquired, er
 			if tc.Annotations == nil {
 				tc.Annotations = map[string]string{}
 			}
-			tc.Annotations[v1alpha1.HeartbeatAnnotation] = now.UTC().Format(time.RFC3339)
+			tc.Annotations[v1alpha1.HeartbeatAnnotation] = v1alpha1.HeartbeatValue(now)
 			if err := c.Patch(ctx, tc, client.MergeFrom(base)); err != nil {
 				return "", err
 			}
