@@ -15,6 +15,7 @@ func AddToScheme(s *runtime.Scheme) error {
 		&ClusterTemplate{}, &ClusterTemplateList{},
 		&ClusterPool{}, &ClusterPoolList{},
 		&TestCluster{}, &TestClusterList{},
+		&TestRun{}, &TestRunList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -46,6 +46,7 @@ const HeartbeatAnnotation = "ephemera.dev/heartbeat"
 // TestClusterSpec asks for one cluster for a while: a warm one from a pool,
 // or a new one from a template.
 // +kubebuilder:validation:XValidation:rule="has(self.poolRef) != has(self.templateRef)",message="set exactly one of spec.poolRef (claim a warm cluster from a ClusterPool) or spec.templateRef (build a new cluster from a ClusterTemplate)"
+// +kubebuilder:validation:XValidation:rule="!has(self.kubernetesVersion) || has(self.templateRef)",message="spec.kubernetesVersion overrides a template's version: use it with spec.templateRef, not with a pool"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.clusterName) || (has(self.clusterName) && self.clusterName == oldSelf.clusterName)",message="spec.clusterName is set by ephemera when it binds a cluster and cannot change"
 type TestClusterSpec struct {
 	// poolRef names the ClusterPool, in the same namespace, to claim a warm
@@ -64,6 +65,13 @@ type TestClusterSpec struct {
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.templateRef cannot change; delete the TestCluster and create another"
 	TemplateRef string `json:"templateRef,omitempty"`
+
+	// kubernetesVersion overrides the template's Kubernetes release, like
+	// v1.35.4; only with templateRef. A TestRun matrix sets it per cell.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^v1\.[0-9]+\.[0-9]+$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.kubernetesVersion cannot change; delete the TestCluster and create another"
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
 
 	// ttl is how long the lease lasts after the cluster is bound or after
 	// the last heartbeat (annotation ephemera.dev/heartbeat), whichever is

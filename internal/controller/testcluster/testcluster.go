@@ -129,7 +129,11 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 			return reconcile.Result{}, nil
 		}
 		logger.Info("Creating cluster", "testcluster", klog.KObj(tc), "cluster", name, "template", tc.Spec.TemplateRef)
-		st = r.Provisioner.Ensure(name, tmpl.Spec, provision.TestClusterLabels(r.Server, tc))
+		spec := tmpl.Spec
+		if tc.Spec.KubernetesVersion != "" {
+			spec.KubernetesVersion = tc.Spec.KubernetesVersion
+		}
+		st = r.Provisioner.Ensure(name, spec, provision.TestClusterLabels(r.Server, tc))
 	}
 	if !st.Provisioned.IsZero() && tc.Status.Timings.Provisioned == nil {
 		tc.Status.Timings.Provisioned = &metav1.Time{Time: st.Provisioned}
