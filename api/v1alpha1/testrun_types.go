@@ -171,7 +171,7 @@ type CommitStatusTarget struct {
 	Repo string `json:"repo"`
 	// sha is the commit's full SHA.
 	// +required
-	// +kubebuilder:validation:Pattern=`^[0-9a-f]{40}$`
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{40}([0-9a-fA-F]{24})?$`
 	SHA string `json:"sha"`
 	// context names the status (GitLab: its name). Defaults to
 	// ephemera/<run name>.
@@ -335,7 +335,7 @@ type TestRunStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=tr
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 50",message="a TestRun's name is at most 50 characters: its Job and Secrets are named after it"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= (has(self.spec.matrix) ? 46 : 50)",message="a TestRun's name is at most 50 characters, 46 with a matrix: its Job, Secrets and cells are named after it"
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.status.testCluster`
 // +kubebuilder:printcolumn:name="Tests",type=integer,JSONPath=`.status.results.tests`

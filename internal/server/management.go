@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -32,6 +33,9 @@ type ManagementPlane struct {
 	// KubeconfigPath is where its admin kubeconfig is written for the CLI
 	// and kubectl.
 	KubeconfigPath string
+	// RunnerNode gives a new management plane a real node, where TestRun
+	// Jobs run. A management plane made before keeps what it has.
+	RunnerNode bool
 }
 
 // Ensure starts the management plane: it creates it the first time,
@@ -43,8 +47,11 @@ func (m *ManagementPlane) Ensure(ctx context.Context, rep progress.Reporter) ([]
 	c, err := m.Provider.Get(ctx, ManagementPlaneName)
 	switch {
 	case errors.Is(err, provider.ErrNotFound):
-		none, zero := int32(0), int32(0)
-		spec := v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: &none, Simulated: &zero}}
+		real, zero := int32(0), int32(0)
+		if m.RunnerNode {
+			real = 1
+		}
+		spec := v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: &real, Simulated: &zero}}
 		_, err = lifecycle.Create(ctx, m.Provider, ManagementPlaneName, spec, opts)
 	case err != nil:
 	case c.Phase == provider.PhaseBroken:
@@ -73,6 +80,12 @@ func (m *ManagementPlane) Ensure(ctx context.Context, rep progress.Reporter) ([]
 		return nil, err
 	}
 	return kubeconfig, os.Rename(tmp, m.KubeconfigPath)
+}
+
+// GatewayAddress is the host address the management plane's node reaches
+// directly (see Gateway); ok is false when it has no node.
+func (m *ManagementPlane) GatewayAddress() (netip.Addr, bool, error) {
+	return m.Provider.HostAddress(ManagementPlaneName)
 }
 
 // Stop stops the management plane's processes and keeps its data; the

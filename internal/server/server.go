@@ -6,11 +6,14 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/go-logr/logr"
+	batchv1 "k8s.io/api/batch/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -32,6 +35,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
 	"github.com/ephemera-dev/ephemera/internal/controller/reaper"
 	"github.com/ephemera-dev/ephemera/internal/controller/testcluster"
+	"github.com/ephemera-dev/ephemera/internal/controller/testrun"
 	"github.com/ephemera-dev/ephemera/internal/progress"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
@@ -64,6 +68,16 @@ type Options struct {
 	OwnerLabel string
 	// ReapInterval is how often orphans are looked for.
 	ReapInterval time.Duration
+	// Gateway, when set, makes test clusters reachable from TestRun pods
+	// (embedded mode), which then use the node's network.
+	Gateway *Gateway
+	// ArtifactsRoot, when set, is a host dir the management cluster's node
+	// shares, where TestRuns keep their artefacts; it is served under
+	// /artifacts/ on the metrics address.
+	ArtifactsRoot string
+	// ExternalURL is how commit statuses link to the metrics address
+	// (for /artifacts/); "" links nothing.
+	ExternalURL string
 	// Progress reports start-up steps.
 	Progress progress.Reporter
 	// Log receives the controllers' logs.
@@ -116,9 +130,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	rep.End(true)
 
+	extra := map[string]http.Handler{}
+	if opts.ArtifactsRoot != "" {
+		extra[testrun.ArtifactsPath] = http.StripPrefix(testrun.ArtifactsPath, http.FileServer(http.Dir(opts.ArtifactsRoot)))
+	}
 	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr, ExtraHandlers: extra},
 		HealthProbeBindAddress:  opts.HealthAddr,
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "ephemera-" + opts.Instance,
@@ -182,6 +200,26 @@ func Run(ctx context.Context, opts Options) error {
 		Watches(&v1alpha1.ClusterTemplate{}, toQueue).
 		WatchesRawSource(source.Channel(queueEvents, toQueue)).
 		Complete(adm); err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(opts.Config)
+	if err != nil {
+		return err
+	}
+	trr := &testrun.Reconciler{
+		Client: mgr.GetClient(), Kube: kube, ArtifactsRoot: opts.ArtifactsRoot, ExternalURL: opts.ExternalURL, Now: now,
+	}
+	if opts.Gateway != nil {
+		trr.Gateway, trr.HostNetwork = opts.Gateway, true
+		defer opts.Gateway.Close()
+	}
+	if err := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.TestRun{}).
+		Owns(&v1alpha1.TestRun{}).
+		Owns(&v1alpha1.TestCluster{}).
+		Owns(&batchv1.Job{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
+		Complete(trr); err != nil {
 		return err
 	}
 	if err := mgr.Add(&reaper.Reaper{

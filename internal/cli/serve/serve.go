@@ -45,6 +45,8 @@ type options struct {
 	keepManagementPlane bool
 	leaderElect         bool
 	leaderNamespace     string
+	runnerNode          bool
+	externalURL         string
 }
 
 // NewCommand returns the serve command.
@@ -96,6 +98,8 @@ served on the addresses below.`,
 	f.BoolVar(&opts.keepManagementPlane, "keep-management-plane", false, "leave the embedded management plane running when serve stops")
 	f.BoolVar(&opts.leaderElect, "leader-elect", false, "elect one active replica (default: on with --kubeconfig)")
 	f.StringVar(&opts.leaderNamespace, "leader-election-namespace", "default", "namespace of the leader election lease")
+	f.BoolVar(&opts.runnerNode, "runner-node", true, "give a new embedded management plane a real node, where TestRun Jobs run (false: control plane only, ~250 MiB less)")
+	f.StringVar(&opts.externalURL, "external-url", "", "URL of the metrics address as others reach it, for commit statuses' links to /artifacts/ (default http://METRICS-ADDRESS)")
 	return cmd
 }
 
@@ -124,6 +128,10 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		LeaderElection: opts.leaderElect, LeaderElectionNamespace: opts.leaderNamespace,
 		MaxClusters: opts.maxClusters, MaxPerNamespace: opts.maxPerNamespace, MaxHold: opts.maxHold,
 		OwnerLabel: opts.ownerLabel, ReapInterval: opts.reapInterval, Progress: rep, Log: log,
+		ExternalURL: opts.externalURL,
+	}
+	if srvOpts.ExternalURL == "" && opts.metricsAddr != "0" {
+		srvOpts.ExternalURL = "http://" + opts.metricsAddr
 	}
 	if opts.kubeconfig != "" {
 		if srvOpts.Config, err = server.ConfigFromKubeconfig(opts.kubeconfig, nil); err != nil {
@@ -142,8 +150,9 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 	}
 	defer lock.Unlock()
 	mp := &server.ManagementPlane{
-		Provider:       local.New(local.Options{StateDir: dir, Cache: e.Cache(), Supervisor: supervisor}),
+		Provider:       local.New(local.Options{StateDir: dir, Cache: e.Cache(), Supervisor: supervisor, HostNetwork: e.HostNetwork}),
 		KubeconfigPath: env.DefaultServerKubeconfig(e.StateDir),
+		RunnerNode:     opts.runnerNode,
 	}
 	kubeconfig, err := mp.Ensure(ctx, rep)
 	if err != nil {
@@ -158,6 +167,17 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 				log.Error(err, "Stopping the management plane")
 			}
 		}()
+	}
+	switch addr, ok, err := mp.GatewayAddress(); {
+	case err != nil:
+		return err
+	case ok:
+		// TestRun pods run on the management plane's node and keep their
+		// artefacts in a dir of the server it shares.
+		srvOpts.Gateway = &server.Gateway{Addr: addr, Log: log.WithName("gateway")}
+		srvOpts.ArtifactsRoot = filepath.Join(dir, "artifacts")
+	default:
+		log.Info("The management plane has no node: TestRuns will wait for one. Give it one by deleting " + dir + " (this loses the server's objects) and starting serve again")
 	}
 	fmt.Fprintf(e.ErrOut, "Management plane ready. Use it with:\n  kubectl --kubeconfig %s get testclusters,clusterpools,clustertemplates\n", mp.KubeconfigPath)
 	if srvOpts.Config, err = server.ConfigFromKubeconfig("", kubeconfig); err != nil {

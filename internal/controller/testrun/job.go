@@ -1,0 +1,344 @@
+package testrun
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/runner"
+)
+
+// Where the runner container finds the kubeconfig.
+const (
+	kubeconfigDir  = "/etc/ephemera"
+	kubeconfigKey  = "kubeconfig"
+	containerName  = "test"
+	logFile        = "test.log"
+	maxFailedNames = 20
+)
+
+// podStartErrors are container waiting reasons that never resolve on
+// their own: the run ends with RunnerError.
+var podStartErrors = map[string]string{
+	"ErrImageNeverPull":          "image %q is not on the management cluster's node and its pull policy is Never: load it with `ephemera load image ARCHIVE --server`",
+	"ErrImagePull":               "image %q cannot be pulled; load it with `ephemera load image ARCHIVE --server` and use a tag other than latest",
+	"ImagePullBackOff":           "image %q cannot be pulled; load it with `ephemera load image ARCHIVE --server` and use a tag other than latest",
+	"InvalidImageName":           "image %q is not a valid image name",
+	"CreateContainerConfigError": "the runner container for image %q cannot be configured",
+	"CreateContainerError":       "the runner container for image %q cannot be created",
+	"RunContainerError":          "the runner container for image %q cannot start (is the command in the image?)",
+	"StartError":                 "the runner container for image %q cannot start (is the command in the image?)",
+}
+
+func runnerSecretName(run *v1alpha1.TestRun) string { return run.Name + "-runner" }
+
+// ensureJob creates the runner Secret and Job once, and returns the Job.
+func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v1alpha1.TestCluster) (*batchv1.Job, error) {
+	job := &batchv1.Job{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Name}, job)
+	if err == nil {
+		if !metav1.IsControlledBy(job, run) {
+			return nil, fmt.Errorf("a Job named %q exists already and is not this run's", run.Name)
+		}
+		if r.Gateway != nil && run.Status.CompletionTime == nil {
+			// After a restart of the server, open the gateway again.
+			if _, err := r.runnerKubeconfig(ctx, run, tc); err != nil {
+				return nil, err
+			}
+		}
+		return job, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	kubeconfig, err := r.runnerKubeconfig(ctx, run, tc)
+	if err != nil {
+		return nil, err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: runnerSecretName(run), Namespace: run.Namespace, Labels: map[string]string{LabelTestRun: run.Name}},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{kubeconfigKey: kubeconfig.data},
+	}
+	if err := controllerutil.SetControllerReference(run, secret, r.Client.Scheme()); err != nil {
+		return nil, err
+	}
+	if err := r.Client.Create(ctx, secret); apierrors.IsAlreadyExists(err) {
+		if err := r.Client.Update(ctx, secret); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("create the runner's kubeconfig Secret: %w", err)
+	}
+	if dir := r.artifactsDir(run); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("make the run's artefacts dir: %w", err)
+		}
+		run.Status.Artifacts = dir
+	}
+	job = r.buildJob(run, tc, kubeconfig.endpoint)
+	if err := controllerutil.SetControllerReference(run, job, r.Client.Scheme()); err != nil {
+		return nil, err
+	}
+	if err := r.Client.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("create the runner Job: %w", err)
+	}
+	now := metav1.NewTime(r.Now())
+	run.Status.Job, run.Status.StartTime = job.Name, &now
+	log.FromContext(ctx).Info("Started TestRun", "testrun", klog.KObj(run), "job", job.Name, "cluster", tc.Spec.ClusterName, "image", run.Spec.Runner.Image)
+	return job, nil
+}
+
+type runnerConfig struct {
+	data     []byte
+	endpoint string
+}
+
+// runnerKubeconfig is the TestCluster's kubeconfig as the runner pod uses
+// it: through the gateway, when there is one, with the cluster's own name
+// checked against its certificate.
+func (r *Reconciler) runnerKubeconfig(ctx context.Context, run *v1alpha1.TestRun, tc *v1alpha1.TestCluster) (runnerConfig, error) {
+	src := &corev1.Secret{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: tc.Namespace, Name: tc.Status.KubeconfigSecret}, src); err != nil {
+		return runnerConfig{}, fmt.Errorf("read TestCluster %q's kubeconfig: %w", tc.Name, err)
+	}
+	cfg, err := clientcmd.Load(src.Data[kubeconfigKey])
+	if err != nil {
+		return runnerConfig{}, fmt.Errorf("read TestCluster %q's kubeconfig: %w", tc.Name, err)
+	}
+	endpoint := tc.Status.Endpoint
+	for _, c := range cfg.Clusters {
+		endpoint = c.Server
+		if r.Gateway == nil {
+			continue
+		}
+		u, err := url.Parse(c.Server)
+		if err != nil {
+			return runnerConfig{}, fmt.Errorf("TestCluster %q's kubeconfig: bad server %q: %w", tc.Name, c.Server, err)
+		}
+		addr, err := r.Gateway.Expose(string(run.UID), hostPort(u))
+		if err != nil {
+			return runnerConfig{}, err
+		}
+		if c.TLSServerName == "" {
+			c.TLSServerName = u.Hostname()
+		}
+		c.Server = "https://" + addr
+		endpoint = c.Server
+	}
+	data, err := clientcmd.Write(*cfg)
+	return runnerConfig{data: data, endpoint: endpoint}, err
+}
+
+// buildJob is the runner: one pod, never retried, bounded by the timeout.
+func (r *Reconciler) buildJob(run *v1alpha1.TestRun, tc *v1alpha1.TestCluster, endpoint string) *batchv1.Job {
+	artifacts := run.Spec.ArtifactsDirOrDefault()
+	env := append([]corev1.EnvVar{}, run.Spec.Runner.Env...)
+	for _, e := range []corev1.EnvVar{
+		{Name: "KUBECONFIG", Value: kubeconfigDir + "/" + kubeconfigKey},
+		{Name: "EPHEMERA_CLUSTER_NAME", Value: tc.Spec.ClusterName},
+		{Name: "EPHEMERA_ENDPOINT", Value: endpoint},
+		{Name: "EPHEMERA_KUBERNETES_VERSION", Value: tc.Status.KubernetesVersion},
+		{Name: "EPHEMERA_ARTIFACTS", Value: artifacts},
+		{Name: "EPHEMERA_TESTRUN", Value: run.Name},
+	} {
+		// Later entries win in Kubernetes; drop the user's copy anyway
+		// so the pod spec is plain to read.
+		env = dropEnv(env, e.Name)
+		env = append(env, e)
+	}
+	artifactsVolume := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+	if dir := r.artifactsDir(run); dir != "" {
+		artifactsVolume = corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}
+	}
+	labels := map[string]string{LabelTestRun: run.Name}
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: run.Name, Namespace: run.Namespace, Labels: labels},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:          ptr.To[int32](0),
+			ActiveDeadlineSeconds: ptr.To(int64(run.Spec.TimeoutOrDefault().Seconds())),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					RestartPolicy:                 corev1.RestartPolicyNever,
+					HostNetwork:                   r.HostNetwork,
+					AutomountServiceAccountToken:  ptr.To(false),
+					EnableServiceLinks:            ptr.To(false),
+					TerminationGracePeriodSeconds: ptr.To[int64](10),
+					Containers: []corev1.Container{{
+						Name:                     containerName,
+						Image:                    run.Spec.Runner.Image,
+						ImagePullPolicy:          run.Spec.Runner.ImagePullPolicy,
+						Command:                  run.Spec.Runner.Command,
+						Args:                     run.Spec.Runner.Args,
+						Env:                      env,
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
+							{Name: "artifacts", MountPath: artifacts},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "kubeconfig", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: runnerSecretName(run)}}},
+						{Name: "artifacts", VolumeSource: artifactsVolume},
+					},
+				},
+			},
+		},
+	}
+}
+
+func dropEnv(env []corev1.EnvVar, name string) []corev1.EnvVar {
+	out := env[:0]
+	for _, e := range env {
+		if e.Name != name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// jobOutcome is what the Job and its pod say; reason is "" while it runs.
+type jobOutcome struct {
+	reason, message string
+	exitCode        *int32
+	recheck         time.Duration
+}
+
+// observeJob reads the Job's state and its pod's.
+func (r *Reconciler) observeJob(ctx context.Context, run *v1alpha1.TestRun, job *batchv1.Job) jobOutcome {
+	pod := r.runnerPod(ctx, job)
+	var exit *int32
+	if pod != nil {
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.Name == containerName && cs.State.Terminated != nil {
+				exit = ptr.To(cs.State.Terminated.ExitCode)
+			}
+		}
+	}
+	if c, done := jobFinished(job); done {
+		switch {
+		case c.Type == batchv1.JobComplete:
+			return jobOutcome{reason: v1alpha1.ReasonPassed, message: "the tests passed", exitCode: exit}
+		case c.Reason == batchv1.JobReasonDeadlineExceeded:
+			return jobOutcome{reason: v1alpha1.ReasonTimedOut, message: fmt.Sprintf("the tests ran past the timeout (%s) and were stopped", run.Spec.TimeoutOrDefault()), exitCode: exit}
+		case exit != nil:
+			return jobOutcome{reason: v1alpha1.ReasonTestsFailed, message: fmt.Sprintf("the test command exited %d", *exit), exitCode: exit}
+		}
+		return jobOutcome{reason: v1alpha1.ReasonRunnerError, message: fmt.Sprintf("the runner Job failed: %s: %s", c.Reason, c.Message)}
+	}
+	if pod == nil {
+		return jobOutcome{message: fmt.Sprintf("waiting for Job %q to start its pod", job.Name), recheck: 5 * time.Second}
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil {
+			if format, ok := podStartErrors[w.Reason]; ok {
+				msg := fmt.Sprintf(format, run.Spec.Runner.Image)
+				if w.Message != "" {
+					msg += ": " + w.Message
+				}
+				return jobOutcome{reason: v1alpha1.ReasonRunnerError, message: msg}
+			}
+			return jobOutcome{message: fmt.Sprintf("runner pod %q: container waiting (%s)", pod.Name, w.Reason), recheck: 5 * time.Second}
+		}
+	}
+	if pod.Status.Phase == corev1.PodPending {
+		msg := fmt.Sprintf("runner pod %q is Pending", pod.Name)
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+				msg += ": " + c.Message + " (in embedded mode the management plane needs its node: serve --runner-node)"
+			}
+		}
+		return jobOutcome{message: msg, recheck: 5 * time.Second}
+	}
+	return jobOutcome{message: fmt.Sprintf("the tests run in pod %q", pod.Name), recheck: time.Minute}
+}
+
+// runnerPod returns the Job's newest pod, or nil.
+func (r *Reconciler) runnerPod(ctx context.Context, job *batchv1.Job) *corev1.Pod {
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return nil
+	}
+	var newest *corev1.Pod
+	for i := range pods.Items {
+		if p := &pods.Items[i]; newest == nil || newest.CreationTimestamp.Before(&p.CreationTimestamp) {
+			newest = p
+		}
+	}
+	return newest
+}
+
+// saveLog copies the runner's log into the artefacts, so it outlives the
+// pod. Failing to is logged, not fatal: the pod keeps it too.
+func (r *Reconciler) saveLog(ctx context.Context, run *v1alpha1.TestRun, job *batchv1.Job, dir string) {
+	pod := r.runnerPod(ctx, job)
+	if pod == nil || r.Kube == nil {
+		return
+	}
+	err := func() error {
+		stream, err := r.Kube.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: containerName}).Stream(ctx)
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		f, err := os.Create(filepath.Join(dir, logFile))
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, stream); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}()
+	if err != nil {
+		log.FromContext(ctx).Info("Could not keep the runner's log", "testrun", klog.KObj(run), "error", err.Error())
+	}
+}
+
+// readResults sums up the JUnit in dir; nil when there is none.
+func readResults(dir string) (*v1alpha1.TestResults, error) {
+	res, err := runner.ReadJUnitDir(dir)
+	if err != nil || len(res.Files) == 0 {
+		return nil, err
+	}
+	return toResults(res), nil
+}
+
+func toResults(res runner.Result) *v1alpha1.TestResults {
+	out := &v1alpha1.TestResults{
+		Tests: int32(res.Tests), Failures: int32(res.Failures), Errors: int32(res.Errors), Skipped: int32(res.Skipped),
+	}
+	out.Failed = res.Failing[:min(len(res.Failing), maxFailedNames)]
+	return out
+}
+
+// hostPort is host:port of a URL's host, with the scheme's default port.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "http" {
+		return net.JoinHostPort(u.Hostname(), "80")
+	}
+	return net.JoinHostPort(u.Hostname(), "443")
+}
