@@ -13,12 +13,14 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/build"
 	"github.com/ephemera-dev/ephemera/internal/cli/create"
 	"github.com/ephemera-dev/ephemera/internal/cli/delete"
+	"github.com/ephemera-dev/ephemera/internal/cli/describe"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/cli/extend"
 	"github.com/ephemera-dev/ephemera/internal/cli/get"
 	"github.com/ephemera-dev/ephemera/internal/cli/hold"
 	"github.com/ephemera-dev/ephemera/internal/cli/kube"
 	"github.com/ephemera-dev/ephemera/internal/cli/load"
+	"github.com/ephemera-dev/ephemera/internal/cli/logs"
 	"github.com/ephemera-dev/ephemera/internal/cli/run"
 	"github.com/ephemera-dev/ephemera/internal/cli/serve"
 	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
@@ -100,6 +102,8 @@ Start here:
 		create.NewCommand(e),
 		delete.NewCommand(e),
 		get.NewCommand(e),
+		describe.NewCommand(e),
+		logs.NewCommand(e),
 		extend.NewCommand(e),
 		hold.NewCommand(e),
 		kube.NewCommand(e),

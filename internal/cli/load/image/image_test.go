@@ -140,7 +140,8 @@ func TestLoadImageErrors(t *testing.T) {
 		wantCalls int
 	}{
 		{name: "no archive", args: []string{"--cluster", "app"}, want: []string{"name the image archives to load", "ephemera load image app.tar --cluster NAME"}},
-		{name: "no cluster", args: []string{good}, want: []string{"--cluster is required", "--cluster NAME", "ephemera get clusters"}},
+		{name: "no cluster", args: []string{good}, want: []string{"--cluster or --server is required", "--cluster NAME", "ephemera get clusters", "with --server"}},
+		{name: "cluster and server", args: []string{good, "--cluster", "app", "--server"}, want: []string{"--server and --cluster are mutually exclusive"}},
 		{name: "empty archive", args: []string{empty, "--cluster", "app"}, want: []string{empty + ": the file is empty"}, wantAs: true},
 		{name: "a bad archive after a good one loads nothing", args: []string{good, empty, "--cluster", "app"}, want: []string{"the file is empty"}, wantAs: true},
 		{name: "missing archive", args: []string{filepath.Join(dir, "nope.tar"), "--cluster", "app"}, wantIs: os.ErrNotExist},
@@ -271,4 +272,114 @@ func TestLoadImageLatestHint(t *testing.T) {
 	if want := "Use it in a pod as image: app:latest with imagePullPolicy: Never"; !strings.Contains(stderr, want) {
 		t.Errorf("stderr %q does not contain %q", stderr, want)
 	}
+}
+
+// executeServer runs the load image command with mp as the provider of the
+// embedded server's management plane.
+func executeServer(t *testing.T, mp provider.Provider, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	e := &env.Env{Out: &out, ErrOut: &errOut, StateDir: "/state", NewProviders: func(*env.Env) *provider.Registry {
+		t.Error("--server looked at the clusters' providers")
+		return provider.NewRegistry()
+	}}
+	cmd := newCommand(e, deps{managementPlane: func(got *env.Env) (provider.Provider, error) {
+		if got != e {
+			t.Errorf("managementPlane got another env")
+		}
+		return mp, nil
+	}})
+	cmd.SetArgs(args)
+	cmd.SetOut(&errOut)
+	cmd.SetErr(&errOut)
+	err = cmd.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+// brokenProvider is a fake provider whose only cluster is Broken.
+type brokenProvider struct{ fakeLoader }
+
+func (b *brokenProvider) Get(_ context.Context, name string) (*provider.Cluster, error) {
+	return &provider.Cluster{Name: name, Provider: "local", Phase: provider.PhaseBroken, Message: "kube-apiserver is not running"}, nil
+}
+
+func TestLoadImageServer(t *testing.T) {
+	dir := t.TempDir()
+	good := pack(t, dir, "e2e.tar", "example.com/e2e:v1")
+
+	t.Run("loads into the management plane", func(t *testing.T) {
+		mp := &fakeLoader{fakeProvider: fakeProvider{name: "local", clusters: []string{"management"}}}
+		stdout, stderr, err := executeServer(t, mp, good, "--server")
+		if err != nil {
+			t.Fatalf("load image --server: %v", err)
+		}
+		if want := "example.com/e2e:v1\n"; stdout != want {
+			t.Errorf("stdout = %q, want %q", stdout, want)
+		}
+		for _, w := range []string{
+			"Loaded " + good + " into the embedded server's management plane: example.com/e2e:v1",
+			"Use it in a TestRun as spec.runner.image: example.com/e2e:v1",
+		} {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("stderr %q does not contain %q", stderr, w)
+			}
+		}
+		if len(mp.calls) != 1 || mp.calls[0].Cluster != "management" {
+			t.Errorf("loader calls = %+v, want one into cluster management", mp.calls)
+		}
+	})
+
+	for _, tt := range []struct {
+		name   string
+		mp     provider.Provider
+		want   string
+		wantIs error
+	}{
+		{
+			name:   "no management plane",
+			mp:     &fakeLoader{fakeProvider: fakeProvider{name: "local"}},
+			want:   "no embedded server here: start one with ephemera serve (state dir /state",
+			wantIs: provider.ErrNotFound,
+		},
+		{
+			name: "management plane stopped",
+			mp:   &brokenProvider{fakeLoader{fakeProvider: fakeProvider{name: "local"}}},
+			want: "the embedded server's management plane is Broken: kube-apiserver is not running; start it with ephemera serve",
+		},
+		{
+			name:   "management plane without a real node",
+			mp:     &fakeLoader{fakeProvider: fakeProvider{name: "local", clusters: []string{"management"}}, err: provider.ErrUnsupported},
+			want:   "the embedded server's management plane has no node to run images, nor TestRun Jobs (it was made with serve --runner-node=false",
+			wantIs: provider.ErrUnsupported,
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, _, err := executeServer(t, tt.mp, good, "--server")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want %q", err, tt.want)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("error %v is not %v", err, tt.wantIs)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q after an error, want nothing", stdout)
+			}
+		})
+	}
+
+	// The real construction: the local provider under <state dir>/server,
+	// where no serve ever ran.
+	t.Run("real state dir without a server", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		state := t.TempDir()
+		e := &env.Env{Out: &out, ErrOut: &errOut, StateDir: state}
+		cmd := NewCommand(e)
+		cmd.SetArgs([]string{good, "--server"})
+		cmd.SetOut(&errOut)
+		cmd.SetErr(&errOut)
+		err := cmd.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "no embedded server here: start one with ephemera serve (state dir "+state) || !errors.Is(err, provider.ErrNotFound) {
+			t.Errorf("error = %v, want no embedded server in %s", err, state)
+		}
+	})
 }
