@@ -56,13 +56,21 @@ func (r *Reconciler) reportStatus(ctx context.Context, run *v1alpha1.TestRun) (r
 	var problems []string
 	for _, f := range fs {
 		entry := f.provider + "=" + string(state)
-		if slices.Contains(run.Status.Reported, entry) {
+		key := string(run.UID) + "/" + f.provider
+		if last, ok := r.posted.Load(key); ok && last == state || slices.Contains(run.Status.Reported, entry) {
+			// Posted already (status.reported lags behind when the
+			// cache does).
+			if !slices.Contains(run.Status.Reported, entry) {
+				run.Status.Reported = slices.DeleteFunc(run.Status.Reported, func(s string) bool { return strings.HasPrefix(s, f.provider+"=") })
+				run.Status.Reported = append(run.Status.Reported, entry)
+			}
 			continue
 		}
 		if err := r.post(ctx, run, f, report.Status{State: state, Description: desc, TargetURL: r.targetURL(run, f.target)}); err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", f.provider, err))
 			continue
 		}
+		r.posted.Store(key, state)
 		log.FromContext(ctx).Info("Reported commit status", "testrun", klog.KObj(run), "forge", f.provider, "repo", f.target.Repo, "state", state)
 		run.Status.Reported = slices.DeleteFunc(run.Status.Reported, func(s string) bool { return strings.HasPrefix(s, f.provider+"=") })
 		run.Status.Reported = append(run.Status.Reported, entry)

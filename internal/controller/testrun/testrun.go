@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -81,6 +82,8 @@ type Reconciler struct {
 	NewReporter ReporterFunc
 	// Now is the clock.
 	Now func() time.Time
+
+	posted sync.Map // run UID/forge → the report.State last posted
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -115,7 +118,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	run.Status.ObservedGeneration = run.Generation
 	run.Status.Phase = PhaseOf(run)
 	if !equality.Semantic.DeepEqual(base.Status, run.Status) {
-		if perr := r.Client.Status().Patch(ctx, run, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
+		// Optimistic: a reconcile of a stale copy (the cache lags behind
+		// the run's own writes) must not undo a finished run's status.
+		perr := r.Client.Status().Patch(ctx, run, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+		switch {
+		case apierrors.IsConflict(perr):
+			return reconcile.Result{RequeueAfter: time.Second}, nil
+		case perr != nil && !apierrors.IsNotFound(perr):
 			return reconcile.Result{}, perr
 		}
 	}
@@ -270,9 +279,6 @@ func (r *Reconciler) finish(ctx context.Context, run *v1alpha1.TestRun, tc *v1al
 			tc.Spec.HoldUntil = &until
 			tc.Spec.TTL = &metav1.Duration{Duration: hold}
 			metav1.SetMetaDataAnnotation(&tc.ObjectMeta, v1alpha1.HeartbeatAnnotation, v1alpha1.HeartbeatValue(now))
-			// The run no longer owns it, so deleting the run keeps the
-			// hold; the lease ends it.
-			tc.OwnerReferences = nil
 			if err := r.Client.Patch(ctx, tc, client.MergeFrom(base)); err != nil {
 				return reconcile.Result{}, fmt.Errorf("hold TestCluster %q: %w", tc.Name, err)
 			}
@@ -301,6 +307,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, run *v1alpha1.TestRun)
 		if err := os.RemoveAll(dir); err != nil {
 			return err
 		}
+	}
+	for _, f := range forges(run) {
+		r.posted.Delete(string(run.UID) + "/" + f.provider)
 	}
 	base := run.DeepCopy()
 	controllerutil.RemoveFinalizer(run, Finalizer)

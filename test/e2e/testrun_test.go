@@ -1,0 +1,453 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/runner"
+)
+
+// smokeImage is examples/smoke, the example runner image.
+const smokeImage = "example.com/smoke:v1"
+
+var (
+	smokeOnce    sync.Once
+	smokeArchive string
+	smokeErr     error
+)
+
+// smokeImageArchive builds examples/smoke and packs it, once per test run.
+func smokeImageArchive(t testing.TB) string {
+	t.Helper()
+	smokeOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ephemera-e2e-smoke-")
+		if err != nil {
+			smokeErr = err
+			return
+		}
+		bin := filepath.Join(dir, "smoke")
+		build := osexec.Command("go", "build", "-o", bin, "../../examples/smoke")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			smokeErr = fmt.Errorf("build smoke: %v\n%s", err, out)
+			return
+		}
+		smokeArchive = filepath.Join(dir, "smoke.tar")
+		if out, err := osexec.Command(ephemeraBin, "build", "image", "--from-binary", bin, "--tag", smokeImage, "-o", smokeArchive).CombinedOutput(); err != nil {
+			smokeErr = fmt.Errorf("build image: %v\n%s", err, out)
+		}
+	})
+	if smokeErr != nil {
+		t.Fatal(smokeErr)
+	}
+	return smokeArchive
+}
+
+// forgeCall is one commit-status request a fake forge received.
+type forgeCall struct {
+	Method, Path, Auth string
+	Body               map[string]any
+}
+
+// fakeForge is a FAKE of GitHub's and GitLab's commit status APIs (no
+// forge is reachable from here): a local HTTP server that records what it
+// is sent and answers 201 like the real ones.
+type fakeForge struct {
+	*httptest.Server
+	mu    sync.Mutex
+	calls []forgeCall
+}
+
+func newFakeForge(t *testing.T) *fakeForge {
+	f := &fakeForge{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		call := forgeCall{Method: r.Method, Path: r.URL.EscapedPath(), Auth: r.Header.Get("Authorization")}
+		if tok := r.Header.Get("PRIVATE-TOKEN"); tok != "" {
+			call.Auth = "PRIVATE-TOKEN " + tok
+		}
+		_ = json.Unmarshal(body, &call.Body)
+		f.mu.Lock()
+		f.calls = append(f.calls, call)
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"id": 1}`))
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+// states lists the states posted, in order, with the field name the forge
+// uses.
+func (f *fakeForge) states(field string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, c := range f.calls {
+		s, _ := c.Body[field].(string)
+		out = append(out, s)
+	}
+	return out
+}
+
+func (f *fakeForge) all() []forgeCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+const testSHA = "0123456789abcdef0123456789abcdef01234567"
+
+func testRun(name string, args ...string) *v1alpha1.TestRun {
+	return &v1alpha1.TestRun{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: v1alpha1.TestRunSpec{
+			Cluster: v1alpha1.TestRunCluster{TemplateRef: "sim"},
+			Runner:  v1alpha1.TestRunner{Image: smokeImage, Command: append([]string{"/smoke"}, args...)},
+		},
+	}
+}
+
+// waitRun waits until a TestRun is complete and returns it.
+func (s *server) waitRun(ctx context.Context, t *testing.T, name string) *v1alpha1.TestRun {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	run := &v1alpha1.TestRun{}
+	if err := waitFor(ctx, func() (bool, string) {
+		if err := s.client.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, run); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(run.Status.Conditions, v1alpha1.ConditionComplete)
+		return c != nil && c.Status == metav1.ConditionTrue && run.Status.Phase != "", fmt.Sprintf("%s: %s %+v", name, run.Status.Phase, run.Status.Conditions)
+	}); err != nil {
+		t.Fatalf("TestRun %s did not complete: %v", name, err)
+	}
+	return run
+}
+
+func completeReason(run *v1alpha1.TestRun) string {
+	if c := meta.FindStatusCondition(run.Status.Conditions, v1alpha1.ConditionComplete); c != nil {
+		return c.Reason + ": " + c.Message
+	}
+	return ""
+}
+
+// TestTestRuns runs TestRuns as Jobs on the embedded management plane's
+// real node, against real clusters: a pass, a failure that holds its
+// cluster, a two-version matrix, a timeout, a missing image, bad specs,
+// and the commit statuses sent to fake forges.
+func TestTestRuns(t *testing.T) {
+	h := newHarness(t)
+	s := h.startServer("--max-clusters", "8")
+	ctx := t.Context()
+	c := s.client
+	t.Cleanup(func() {
+		// Runs first, so their clusters go before the server's cleanup.
+		_ = c.DeleteAllOf(context.Background(), &v1alpha1.TestRun{}, client.InNamespace("default"))
+	})
+	load := h.must("load", "image", smokeImageArchive(t), "--server")
+	if !strings.Contains(load.stdout, smokeImage) {
+		t.Fatalf("load image --server did not report %s:\n%s", smokeImage, load)
+	}
+	if err := c.Create(ctx, template("sim", 1)); err != nil {
+		t.Fatal(err)
+	}
+	github, gitlab := newFakeForge(t), newFakeForge(t)
+	const token = "t0ken-never-shown"
+	if err := c.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "forge", Namespace: "default"},
+		StringData: map[string]string{"token": token},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("bad specs are refused with clear messages", func(t *testing.T) {
+		both := testRun("both")
+		both.Spec.Cluster.PoolRef = "ci"
+		matrixPool := testRun("matrix-pool")
+		matrixPool.Spec.Cluster = v1alpha1.TestRunCluster{PoolRef: "ci"}
+		matrixPool.Spec.Matrix = &v1alpha1.TestRunMatrix{KubernetesVersions: []string{newVersion}}
+		long := testRun(strings.Repeat("a", 51))
+		noImage := testRun("no-image")
+		noImage.Spec.Runner.Image = ""
+		badSHA := testRun("bad-sha")
+		badSHA.Spec.Report = &v1alpha1.TestRunReport{GitHub: &v1alpha1.CommitStatusTarget{Repo: "acme/app", SHA: "main", TokenSecretRef: v1alpha1.SecretKeySelector{Name: "forge"}}}
+		badVersion := testRun("bad-version")
+		badVersion.Spec.Matrix = &v1alpha1.TestRunMatrix{KubernetesVersions: []string{"1.35"}}
+		for _, tc := range []struct {
+			run  *v1alpha1.TestRun
+			want string
+		}{
+			{both, "set exactly one of spec.cluster.poolRef"},
+			{matrixPool, "a matrix builds one cluster per cell from templates"},
+			{long, "at most 50 characters"},
+			{noImage, "spec.runner.image"},
+			{badSHA, "spec.report.github.sha"},
+			{badVersion, "spec.matrix.kubernetesVersions[0]"},
+		} {
+			err := c.Create(ctx, tc.run)
+			if err == nil {
+				t.Errorf("TestRun %s was accepted", tc.run.Name)
+				continue
+			}
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("TestRun %s: got %v, want an Invalid error mentioning %q", tc.run.Name, err, tc.want)
+			}
+		}
+		// A spec cannot change under a run.
+		ok := testRun("immutable")
+		if err := c.Create(ctx, ok); err != nil {
+			t.Fatal(err)
+		}
+		ok.Spec.Runner.Image = "example.com/other:v1"
+		if err := c.Update(ctx, ok); err == nil || !strings.Contains(err.Error(), "spec cannot change") {
+			t.Errorf("changing a TestRun's spec: got %v, want refused", err)
+		}
+		_ = c.Delete(ctx, ok)
+	})
+
+	// The next runs go at once; the server runs them side by side.
+	pass := testRun("pass")
+	pass.Spec.Report = &v1alpha1.TestRunReport{GitHub: &v1alpha1.CommitStatusTarget{
+		Repo: "acme/charts", SHA: testSHA, URL: github.URL + "/api/v3/", TokenSecretRef: v1alpha1.SecretKeySelector{Name: "forge"},
+	}}
+	fail := testRun("fail", "--fail")
+	fail.Spec.OnFailure = v1alpha1.FailureHold
+	fail.Spec.HoldFor = &metav1.Duration{Duration: 20 * time.Second}
+	fail.Spec.Report = &v1alpha1.TestRunReport{GitLab: &v1alpha1.CommitStatusTarget{
+		Repo: "acme/platform/charts", SHA: testSHA, Context: "e2e", URL: gitlab.URL, TokenSecretRef: v1alpha1.SecretKeySelector{Name: "forge"},
+	}}
+	matrix := testRun("matrix")
+	matrix.Spec.Matrix = &v1alpha1.TestRunMatrix{KubernetesVersions: []string{oldVersion, newVersion}}
+	slow := testRun("slow", "--sleep", "10m")
+	slow.Spec.Timeout = &metav1.Duration{Duration: 3 * time.Second}
+	missing := testRun("missing")
+	missing.Spec.Runner.Image = "example.com/not-loaded:v1"
+	missing.Spec.Runner.ImagePullPolicy = corev1.PullNever
+	for _, run := range []*v1alpha1.TestRun{pass, fail, matrix, slow, missing} {
+		if err := c.Create(ctx, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("a passing run reports success, keeps its log and deletes its cluster", func(t *testing.T) {
+		run := s.waitRun(ctx, t, "pass")
+		if run.Status.Phase != v1alpha1.TestRunSucceeded {
+			t.Fatalf("phase %s (%s), want Succeeded", run.Status.Phase, completeReason(run))
+		}
+		if r := run.Status.Results; r == nil || r.Tests != 3 || r.Failures != 0 {
+			t.Errorf("results %+v, want 3 tests, 0 failures (from the JUnit the test wrote)", r)
+		}
+		if run.Status.ExitCode == nil || *run.Status.ExitCode != 0 {
+			t.Errorf("exit code %v, want 0", run.Status.ExitCode)
+		}
+		if run.Status.KubernetesVersion != newVersion {
+			t.Errorf("version %q, want %s", run.Status.KubernetesVersion, newVersion)
+		}
+		// The test checked the cluster with the mounted kubeconfig, through
+		// the gateway: its log says so, via the CLI and the server.
+		logs := h.must("logs", "testrun", "pass")
+		for _, want := range []string{"--- PASS: TestAPIAnswers", "--- PASS: TestVersion", "server version " + newVersion} {
+			if !strings.Contains(logs.stdout, want) {
+				t.Errorf("ephemera logs testrun pass lacks %q:\n%s", want, logs)
+			}
+		}
+		resp, err := http.Get("http://" + s.metricsAddr + "/artifacts/default/pass/test.log")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(served), "--- PASS: TestConfigMapRoundTrip") {
+			t.Errorf("the server's /artifacts/default/pass/test.log: %d %q", resp.StatusCode, served)
+		}
+		s.waitGone(ctx, t, &v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Name: "pass", Namespace: "default"}})
+
+		get := h.must("get", "testruns")
+		if !strings.Contains(get.stdout, "pass") || !strings.Contains(get.stdout, "Succeeded") {
+			t.Errorf("get testruns:\n%s", get)
+		}
+		desc := h.must("describe", "testrun", "pass")
+		for _, want := range []string{"Succeeded", smokeImage, "github=success"} {
+			if !strings.Contains(desc.stdout, want) {
+				t.Errorf("describe testrun lacks %q:\n%s", want, desc)
+			}
+		}
+
+		// GitHub got pending (waiting, then running) and then success,
+		// with the token and a link to the run's artefacts.
+		states := slices.Compact(github.states("state"))
+		if !slices.Equal(states, []string{"pending", "success"}) {
+			t.Errorf("GitHub states %v, want [pending success]", states)
+		}
+		for _, call := range github.all() {
+			if call.Method != http.MethodPost || call.Path != "/api/v3/repos/acme/charts/statuses/"+testSHA {
+				t.Errorf("GitHub call %s %s", call.Method, call.Path)
+			}
+			if call.Auth != "Bearer "+token {
+				t.Errorf("GitHub auth %q", call.Auth)
+			}
+			if call.Body["context"] != "ephemera/pass" || call.Body["target_url"] != "http://"+s.metricsAddr+"/artifacts/default/pass/" {
+				t.Errorf("GitHub body %v", call.Body)
+			}
+		}
+	})
+
+	t.Run("a failing run reports failure and holds its cluster until the hold ends", func(t *testing.T) {
+		run := s.waitRun(ctx, t, "fail")
+		if run.Status.Phase != v1alpha1.TestRunFailed {
+			t.Fatalf("phase %s (%s), want Failed", run.Status.Phase, completeReason(run))
+		}
+		if r := run.Status.Results; r == nil || r.Tests != 4 || r.Failures != 1 || !slices.Equal(r.Failed, []string{"smoke/TestMeantToFail"}) {
+			t.Errorf("results %+v, want 4 tests, 1 failure: smoke/TestMeantToFail", r)
+		}
+		if run.Status.ExitCode == nil || *run.Status.ExitCode != 1 {
+			t.Errorf("exit code %v, want 1", run.Status.ExitCode)
+		}
+		if run.Status.HeldUntil == nil {
+			t.Fatal("no status.heldUntil")
+		}
+		tc, err := s.getTC(ctx, "fail")
+		if err != nil {
+			t.Fatalf("the held TestCluster: %v", err)
+		}
+		if tc.Spec.HoldUntil == nil || tc.Status.Phase != v1alpha1.TestClusterReady {
+			t.Errorf("held TestCluster: holdUntil %v, phase %s", tc.Spec.HoldUntil, tc.Status.Phase)
+		}
+		cluster := tc.Spec.ClusterName
+		if _, ok := h.clusters()[cluster]; !ok {
+			t.Errorf("the held cluster %s is gone", cluster)
+		}
+		// The hold ends; the lease takes the cluster.
+		waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		s.waitGone(waitCtx, t, tc)
+		if _, ok := h.clusters()[cluster]; ok {
+			t.Errorf("cluster %s outlived its hold", cluster)
+		}
+
+		states := slices.Compact(gitlab.states("state"))
+		if want := []string{"pending", "running", "failed"}; !slices.Equal(states, want) {
+			t.Errorf("GitLab states %v, want %v", states, want)
+		}
+		for _, call := range gitlab.all() {
+			if call.Method != http.MethodPost || call.Path != "/api/v4/projects/acme%2Fplatform%2Fcharts/statuses/"+testSHA {
+				t.Errorf("GitLab call %s %s", call.Method, call.Path)
+			}
+			if call.Auth != "PRIVATE-TOKEN "+token || call.Body["name"] != "e2e" {
+				t.Errorf("GitLab call auth %q body %v", call.Auth, call.Body)
+			}
+		}
+		if last := gitlab.all(); len(last) > 0 && !strings.Contains(fmt.Sprint(last[len(last)-1].Body["description"]), "smoke/TestMeantToFail") {
+			t.Errorf("the failure status does not name the failing test: %v", last[len(last)-1].Body)
+		}
+	})
+
+	t.Run("a matrix runs one cell per version and merges their JUnit", func(t *testing.T) {
+		run := s.waitRun(ctx, t, "matrix")
+		if run.Status.Phase != v1alpha1.TestRunSucceeded {
+			t.Fatalf("phase %s (%s), want Succeeded; cells %+v", run.Status.Phase, completeReason(run), run.Status.Cells)
+		}
+		if len(run.Status.Cells) != 2 {
+			t.Fatalf("cells %+v, want 2", run.Status.Cells)
+		}
+		for i, want := range []string{oldVersion, newVersion} {
+			cell := run.Status.Cells[i]
+			if cell.Name != want || cell.KubernetesVersion != want || cell.Phase != v1alpha1.TestRunSucceeded || cell.Results == nil || cell.Results.Tests != 3 {
+				t.Errorf("cell %d: %+v, want %s Succeeded with 3 tests", i, cell, want)
+			}
+			// The cell's test checked the server's version against
+			// EPHEMERA_KUBERNETES_VERSION: it really ran on that version.
+			child := &v1alpha1.TestRun{}
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: cell.Run}, child); err != nil {
+				t.Fatal(err)
+			}
+			if child.Status.KubernetesVersion != want {
+				t.Errorf("cell %s ran on %s", want, child.Status.KubernetesVersion)
+			}
+		}
+		if r := run.Status.Results; r == nil || r.Tests != 6 {
+			t.Errorf("matrix results %+v, want 6 tests", r)
+		}
+		data, err := os.ReadFile(filepath.Join(run.Status.Artifacts, "junit.xml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Suites []struct {
+				Name  string `xml:"name,attr"`
+				Props []struct {
+					Name  string `xml:"name,attr"`
+					Value string `xml:"value,attr"`
+				} `xml:"properties>property"`
+			} `xml:"testsuite"`
+		}
+		if err := xml.Unmarshal(data, &doc); err != nil {
+			t.Fatal(err)
+		}
+		var cells []string
+		for _, suite := range doc.Suites {
+			for _, p := range suite.Props {
+				if p.Name == runner.CellPropertyName {
+					cells = append(cells, p.Value+"="+suite.Name)
+				}
+			}
+		}
+		if want := []string{oldVersion + "=" + oldVersion + "/smoke", newVersion + "=" + newVersion + "/smoke"}; !slices.Equal(cells, want) {
+			t.Errorf("merged JUnit suites %v, want %v:\n%s", cells, want, data)
+		}
+		logs := h.must("logs", "testrun", "matrix")
+		if !strings.Contains(logs.stdout, "==> cell "+oldVersion) || !strings.Contains(logs.stdout, "server version "+oldVersion) {
+			t.Errorf("logs of the matrix:\n%s", logs)
+		}
+	})
+
+	t.Run("a run past its timeout fails as TimedOut", func(t *testing.T) {
+		run := s.waitRun(ctx, t, "slow")
+		c := meta.FindStatusCondition(run.Status.Conditions, v1alpha1.ConditionComplete)
+		if run.Status.Phase != v1alpha1.TestRunFailed || c.Reason != v1alpha1.ReasonTimedOut {
+			t.Errorf("phase %s, %s; want Failed, TimedOut", run.Status.Phase, completeReason(run))
+		}
+	})
+
+	t.Run("a runner image that is not loaded is an Error saying how to load it", func(t *testing.T) {
+		run := s.waitRun(ctx, t, "missing")
+		c := meta.FindStatusCondition(run.Status.Conditions, v1alpha1.ConditionComplete)
+		if run.Status.Phase != v1alpha1.TestRunError || c.Reason != v1alpha1.ReasonRunnerError || !strings.Contains(c.Message, "ephemera load image ARCHIVE --server") {
+			t.Errorf("phase %s, %s; want Error, RunnerError with the load hint", run.Status.Phase, completeReason(run))
+		}
+	})
+
+	t.Run("no token in any status, condition or log", func(t *testing.T) {
+		var runs v1alpha1.TestRunList
+		if err := c.List(ctx, &runs); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := json.Marshal(runs)
+		if strings.Contains(string(data), token) || strings.Contains(s.log(), token) {
+			t.Error("the forge token shows in a TestRun or the server log")
+		}
+	})
+}
