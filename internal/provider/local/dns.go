@@ -43,7 +43,8 @@ const corefile = `.:53 {
 }
 `
 
-// ensureDNS creates the cluster DNS objects; existing ones are left alone.
+// ensureDNS creates the cluster DNS objects; existing ones (a restarted
+// cluster's) are left alone.
 // The API answers a moment before it has made kube-system: the namespace is
 // created here too, and a failed create is tried again for a while.
 func ensureDNS(ctx context.Context, c kubernetes.Interface, node realNode) error {
@@ -82,6 +83,12 @@ func ensureDNS(ctx context.Context, c kubernetes.Interface, node realNode) error
 			return err
 		},
 		func() error {
+			// Creating it again when it exists fails on its cluster IP,
+			// which is taken (by it), not with AlreadyExists: a
+			// restarted cluster has it already.
+			if _, err := c.CoreV1().Services(ns).Get(ctx, dnsService, metav1.GetOptions{}); err == nil {
+				return nil
+			}
 			_, err := c.CoreV1().Services(ns).Create(ctx, dnsServiceObject(node, labels), metav1.CreateOptions{})
 			return err
 		},

@@ -157,6 +157,28 @@ func overlapsAny(s netip.Prefix, used []netip.Prefix) bool {
 	return false
 }
 
+// checkSubnetFree fails when an interface of this host has an address that
+// overlaps subnet, the /30 a stopped real-node cluster was created with and
+// must get back: its node address is in the cluster's certificates.
+func checkSubnetFree(subnet netip.Prefix) error {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("list host interfaces: %w", err)
+	}
+	for _, iface := range ifaces {
+		addrs, err := iface.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if used, ok := ipv4Network(a); ok && used.Overlaps(subnet) {
+				return fmt.Errorf("the cluster's node network %s is taken: host interface %s has the address %s; the node's address is in the cluster's certificates, so delete the cluster and create it again", subnet, iface.Name, used)
+			}
+		}
+	}
+	return nil
+}
+
 // hostAddresses returns the IPv4 networks of every host interface.
 func hostAddresses() ([]netip.Prefix, error) {
 	addrs, err := net.InterfaceAddrs()
@@ -165,14 +187,25 @@ func hostAddresses() ([]netip.Prefix, error) {
 	}
 	var out []netip.Prefix
 	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			ones, _ := n.Mask.Size()
-			if addr, ok := netip.AddrFromSlice(n.IP.To4()); ok {
-				out = append(out, netip.PrefixFrom(addr, ones))
-			}
+		if n, ok := ipv4Network(a); ok {
+			out = append(out, n)
 		}
 	}
 	return out, nil
+}
+
+// ipv4Network returns an interface's IPv4 address with its prefix length.
+func ipv4Network(a net.Addr) (netip.Prefix, bool) {
+	n, ok := a.(*net.IPNet)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	addr, ok := netip.AddrFromSlice(n.IP.To4())
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(addr, ones), true
 }
 
 // hostNetworkLock is locked (flock) while a create picks and sets up its

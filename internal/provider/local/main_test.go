@@ -1,8 +1,11 @@
 package local
 
 import (
+	"context"
+	"fmt"
 	"os"
 	osexec "os/exec"
+	"os/signal"
 	"syscall"
 	"testing"
 	"time"
@@ -12,7 +15,23 @@ import (
 // sleeps, so that tests get a child whose command line they choose.
 const sleeperEnv = "EPHEMERA_LOCAL_TEST_SLEEPER"
 
+// testSupervisorArg, as the first argument, turns the test binary into a
+// cluster's supervisor (Supervise) for the dir given as the second: real
+// clusters in this package's tests are supervised by it (see
+// realNodeProvider).
+const testSupervisorArg = "-ephemera-test-supervise"
+
 func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == testSupervisorArg {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := Supervise(ctx, os.Args[2])
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv(sleeperEnv) != "" {
 		// Killed by the test; exits on its own should the test not.
 		time.Sleep(30 * time.Second)

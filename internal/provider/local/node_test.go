@@ -46,6 +46,19 @@ func TestFreeSubnet(t *testing.T) {
 	}
 }
 
+func TestCheckSubnetFree(t *testing.T) {
+	err := checkSubnetFree(netip.MustParsePrefix("127.0.0.0/30"))
+	for _, want := range []string{"127.0.0.0/30", "host interface lo", "127.0.0.1/8", "delete the cluster and create it again"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("checkSubnetFree(127.0.0.0/30) = %v, want an error naming %q", err, want)
+		}
+	}
+	// TEST-NET-2: no host has it.
+	if err := checkSubnetFree(netip.MustParsePrefix("198.51.100.0/30")); err != nil {
+		t.Errorf("checkSubnetFree(198.51.100.0/30) = %v", err)
+	}
+}
+
 func TestParseHostNetwork(t *testing.T) {
 	for in, want := range map[string]string{"10.250.0.0/16": "10.250.0.0/16", "10.250.3.7/24": "10.250.3.0/24", "172.31.0.0/30": "172.31.0.0/30"} {
 		if got, err := ParseHostNetwork(in); err != nil || got.String() != want {

@@ -509,15 +509,8 @@ func (p *Provider) Delete(ctx context.Context, name string) error {
 // looks for derives from dir, so it works on a cluster whose create died
 // at any point, and again after a teardown that failed halfway.
 func teardown(ctx context.Context, dir string) error {
-	if err := killAll(ctx, dir); err != nil {
+	if err := stopCluster(ctx, dir); err != nil {
 		return err
-	}
-	names := namesFor(dir)
-	if err := removeCgroup(ctx, names.Cgroup); err != nil {
-		return err
-	}
-	if err := teardownHostNetwork(ctx, names); err != nil {
-		return fmt.Errorf("remove the cluster's network: %w", err)
 	}
 	return os.RemoveAll(dir)
 }

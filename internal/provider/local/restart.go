@@ -6,31 +6,43 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/ephemera-dev/ephemera/internal/flock"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
-// Stop kills every process of a cluster and keeps its files, etcd's data
-// included, so that Restart can bring it back as it was. `serve` stops its
-// management plane this way when it exits.
+// Stop kills every process of a cluster, a real node's pods included, and
+// removes what they held on the host (the cluster's cgroups and the host
+// end of its veth), but keeps its files, etcd's data and a real node's
+// images and containers included, so that Restart can bring it back as it
+// was. `serve` stops its management plane this way when it exits.
 func (p *Provider) Stop(ctx context.Context, name string) error {
 	dir := p.clusterDir(name)
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("%w: %q", provider.ErrNotFound, name)
 	}
-	if err := killAll(ctx, dir); err != nil {
+	if err := stopCluster(ctx, dir); err != nil {
 		return fmt.Errorf("stop cluster %q: %w", name, err)
 	}
 	return nil
 }
 
-// Restart starts a stopped control-plane-only cluster again on its own
-// data: same certificates, ports and etcd. It is for a cluster that shows as
-// Broken because its processes are gone (Stop, a killed supervisor, a host
-// restart). Clusters with a real node cannot be restarted: their network
-// namespace died with them.
-func (p *Provider) Restart(ctx context.Context, name string) error {
+// Restart starts a stopped cluster again on its own data: same
+// certificates, ports and etcd, and for a real node the same node address
+// (it is in the certificates), containerd root and kubelet dir. It is for a
+// cluster that shows as Broken because its processes are gone (Stop, a
+// killed supervisor, a host restart); it returns at once when the cluster
+// is supervised already. Whatever of the old run is left (components, a
+// real node's pods) is stopped first.
+//
+// A real node gets a new network namespace with the /30 it was created
+// with. Restart fails, saying so, when another interface of the host has
+// taken that range meanwhile: such a cluster can only be deleted and
+// created again. Its pods run again in new sandboxes. Until its kubelet
+// reports, a few seconds after the API is up, the node and its pods show
+// the status they had when the cluster stopped (Ready, Running).
+func (p *Provider) Restart(ctx context.Context, name string) (err error) {
 	dir := p.clusterDir(name)
 	var st clusterState
 	if err := readJSON(filepath.Join(dir, clusterFile), &st); err != nil {
@@ -38,9 +50,6 @@ func (p *Provider) Restart(ctx context.Context, name string) error {
 			return fmt.Errorf("%w: %q", provider.ErrNotFound, name)
 		}
 		return fmt.Errorf("restart cluster %q: %w", name, err)
-	}
-	if st.Node != nil {
-		return fmt.Errorf("restart cluster %q: %w: it has a real node; delete it and create it again", name, provider.ErrUnsupported)
 	}
 	lock, err := flock.TryLock(filepath.Join(dir, createLock))
 	if err != nil {
@@ -50,15 +59,67 @@ func (p *Provider) Restart(ctx context.Context, name string) error {
 	if flock.Held(filepath.Join(dir, supervisorLock)) {
 		return nil // running already
 	}
-	// Leftovers of the old supervisor's session would hold the ports.
-	if err := killAll(ctx, dir); err != nil {
+	// Leftovers of the old run would hold the ports, and a real node's
+	// veth name, cgroups and network namespace.
+	if err := stopCluster(ctx, dir); err != nil {
 		return fmt.Errorf("restart cluster %q: %w", name, err)
 	}
 	if err := os.Remove(filepath.Join(dir, statusFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if _, err := p.startSupervisor(ctx, dir, false); err != nil {
+	defer func() {
+		if err != nil {
+			// Leave it stopped, as it was, not half started.
+			cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			_ = stopCluster(cleanupCtx, dir)
+		}
+	}()
+	if st.Node == nil {
+		if _, err := p.startSupervisor(ctx, dir, false); err != nil {
+			return fmt.Errorf("restart cluster %q: %w", name, err)
+		}
+		return nil
+	}
+	if err := p.restartRealNode(ctx, dir, st.Node.Network); err != nil {
 		return fmt.Errorf("restart cluster %q: %w", name, err)
+	}
+	return nil
+}
+
+// restartRealNode starts the supervisor of a real-node cluster in a new
+// network namespace and connects it with the cluster's recorded network,
+// holding the host-wide network lock as Create does.
+func (p *Provider) restartRealNode(ctx context.Context, dir string, nn nodeNetwork) error {
+	unlock, err := lockHostNetwork(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := checkSubnetFree(nn.Subnet); err != nil {
+		return err
+	}
+	pid, err := p.startSupervisor(ctx, dir, true)
+	if err != nil {
+		return err
+	}
+	return attachNodeNetwork(ctx, nn, pid)
+}
+
+// stopCluster kills every process of the cluster in dir, pods included
+// (they are in no session of ours, only in its cgroup), and removes what
+// they held on the host: the cgroups and the host end of the veth. The
+// cluster's files stay.
+func stopCluster(ctx context.Context, dir string) error {
+	if err := killAll(ctx, dir); err != nil {
+		return err
+	}
+	names := namesFor(dir)
+	if err := removeCgroup(ctx, names.Cgroup); err != nil {
+		return err
+	}
+	if err := teardownHostNetwork(ctx, names); err != nil {
+		return fmt.Errorf("remove the cluster's network: %w", err)
 	}
 	return nil
 }
