@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
@@ -221,8 +222,8 @@ func TestTestRuns(t *testing.T) {
 		if err := c.Create(ctx, ok); err != nil {
 			t.Fatal(err)
 		}
-		ok.Spec.Runner.Image = "example.com/other:v1"
-		if err := c.Update(ctx, ok); err == nil || !strings.Contains(err.Error(), "spec cannot change") {
+		change := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"runner":{"image":"example.com/other:v1"}}}`))
+		if err := c.Patch(ctx, ok, change); err == nil || !strings.Contains(err.Error(), "spec cannot change") {
 			t.Errorf("changing a TestRun's spec: got %v, want refused", err)
 		}
 		_ = c.Delete(ctx, ok)
