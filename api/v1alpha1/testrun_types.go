@@ -110,7 +110,7 @@ type TestRunCluster struct {
 
 // TestRunner is a container that runs the tests. It gets KUBECONFIG and
 // the cluster's facts in its environment: EPHEMERA_CLUSTER_NAME,
-// EPHEMERA_ENDPOINT, EPHEMERA_KUBERNETES_VERSION, EPHEMERA_ARTIFACTS and
+// EPHEMERA_CLUSTER_ENDPOINT, EPHEMERA_KUBERNETES_VERSION, EPHEMERA_ARTIFACTS and
 // EPHEMERA_TESTRUN.
 type TestRunner struct {
 	// image is the container image, loaded into the management plane's

@@ -74,6 +74,31 @@ func TestRunLocal(t *testing.T) {
 		}
 	})
 
+	t.Run("a run on a real node: the test waits for its pods and writes JUnit", func(t *testing.T) {
+		hh := h.with(t)
+		dir := filepath.Join(art, "real")
+		kubectl, err := osexec.Command(ephemeraBin, "kube", "path", "kubectl").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := strings.TrimSpace(string(kubectl))
+		script := k + ` wait --for=condition=Ready node/node-1 --timeout=60s
+` + k + ` -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=60s
+` + junitScript(t, "node=pass", "dns=pass")
+		r := hh.run(t.Context(), "run", "--real-nodes", "1", "--artifacts", dir, "--", "sh", "-ec", script)
+		if r.err != nil {
+			t.Fatalf("run: %s", r)
+		}
+		for _, want := range []string{"node/node-1 condition met", "Run PASSED", "2 tests, 0 failed"} {
+			if !strings.Contains(r.stderr+r.stdout, want) {
+				t.Errorf("output lacks %q:\n%s", want, r)
+			}
+		}
+		if cs := hh.clusters(); len(cs) != 0 {
+			t.Errorf("clusters left after a passing run: %v", cs)
+		}
+	})
+
 	t.Run("the command's exit status is ephemera's", func(t *testing.T) {
 		hh := h.with(t)
 		r := hh.run(t.Context(), append(sim, filepath.Join(art, "exit"), "--", "sh", "-c", "exit 3")...)

@@ -48,6 +48,9 @@ var podStartErrors = map[string]string{
 	"StartError":                 "the runner container for image %q cannot start (is the command in the image?)",
 }
 
+// EnvTestRun names the TestRun in the runner's environment.
+const EnvTestRun = "EPHEMERA_TESTRUN"
+
 func runnerSecretName(run *v1alpha1.TestRun) string { return run.Name + "-runner" }
 
 // ensureJob creates the runner Secret and Job once, and returns the Job.
@@ -153,12 +156,12 @@ func (r *Reconciler) buildJob(run *v1alpha1.TestRun, tc *v1alpha1.TestCluster, e
 	artifacts := run.Spec.ArtifactsDirOrDefault()
 	env := append([]corev1.EnvVar{}, run.Spec.Runner.Env...)
 	for _, e := range []corev1.EnvVar{
-		{Name: "KUBECONFIG", Value: kubeconfigDir + "/" + kubeconfigKey},
-		{Name: "EPHEMERA_CLUSTER_NAME", Value: tc.Spec.ClusterName},
-		{Name: "EPHEMERA_ENDPOINT", Value: endpoint},
-		{Name: "EPHEMERA_KUBERNETES_VERSION", Value: tc.Status.KubernetesVersion},
-		{Name: "EPHEMERA_ARTIFACTS", Value: artifacts},
-		{Name: "EPHEMERA_TESTRUN", Value: run.Name},
+		{Name: runner.EnvKubeconfig, Value: kubeconfigDir + "/" + kubeconfigKey},
+		{Name: runner.EnvClusterName, Value: tc.Spec.ClusterName},
+		{Name: runner.EnvEndpoint, Value: endpoint},
+		{Name: runner.EnvKubernetesVersion, Value: tc.Status.KubernetesVersion},
+		{Name: runner.EnvArtifacts, Value: artifacts},
+		{Name: EnvTestRun, Value: run.Name},
 	} {
 		// Later entries win in Kubernetes; drop the user's copy anyway
 		// so the pod spec is plain to read.
@@ -235,15 +238,7 @@ func (r *Reconciler) observeJob(ctx context.Context, run *v1alpha1.TestRun, job 
 		}
 	}
 	if c, done := jobFinished(job); done {
-		switch {
-		case c.Type == batchv1.JobComplete:
-			return jobOutcome{reason: v1alpha1.ReasonPassed, message: "the tests passed", exitCode: exit}
-		case c.Reason == batchv1.JobReasonDeadlineExceeded:
-			return jobOutcome{reason: v1alpha1.ReasonTimedOut, message: fmt.Sprintf("the tests ran past the timeout (%s) and were stopped", run.Spec.TimeoutOrDefault()), exitCode: exit}
-		case exit != nil:
-			return jobOutcome{reason: v1alpha1.ReasonTestsFailed, message: fmt.Sprintf("the test command exited %d", *exit), exitCode: exit}
-		}
-		return jobOutcome{reason: v1alpha1.ReasonRunnerError, message: fmt.Sprintf("the runner Job failed: %s: %s", c.Reason, c.Message)}
+		return jobOutcomeOf(run, c, exit)
 	}
 	if pod == nil {
 		return jobOutcome{message: fmt.Sprintf("waiting for Job %q to start its pod", job.Name), recheck: 5 * time.Second}
@@ -270,6 +265,19 @@ func (r *Reconciler) observeJob(ctx context.Context, run *v1alpha1.TestRun, job 
 		return jobOutcome{message: msg, recheck: 5 * time.Second}
 	}
 	return jobOutcome{message: fmt.Sprintf("the tests run in pod %q", pod.Name), recheck: time.Minute}
+}
+
+// jobOutcomeOf says how a finished Job ended.
+func jobOutcomeOf(run *v1alpha1.TestRun, c *batchv1.JobCondition, exit *int32) jobOutcome {
+	switch {
+	case c.Type == batchv1.JobComplete:
+		return jobOutcome{reason: v1alpha1.ReasonPassed, message: "the tests passed", exitCode: exit}
+	case c.Reason == batchv1.JobReasonDeadlineExceeded:
+		return jobOutcome{reason: v1alpha1.ReasonTimedOut, message: fmt.Sprintf("the tests ran past the timeout (%s) and were stopped", run.Spec.TimeoutOrDefault()), exitCode: exit}
+	case exit != nil:
+		return jobOutcome{reason: v1alpha1.ReasonTestsFailed, message: fmt.Sprintf("the test command exited %d", *exit), exitCode: exit}
+	}
+	return jobOutcome{reason: v1alpha1.ReasonRunnerError, message: fmt.Sprintf("the runner Job failed: %s: %s", c.Reason, c.Message)}
 }
 
 // runnerPod returns the Job's newest pod, or nil.
