@@ -60,18 +60,28 @@ clusters (from a pool at once, or built from a ClusterTemplate), queues requests
 beyond capacity in priority order, ends leases (ttl, heartbeat, hold, maxLifetime)
 by deleting the cluster, and reaps clusters nothing owns.
 
+It also runs TestRuns: each gets a cluster, runs its tests as a Job in the
+management cluster with the cluster's kubeconfig mounted, keeps the log and
+JUnit results, deletes or holds the cluster, and reports commit statuses to
+GitHub or GitLab (docs/testruns.md).
+
 Its store is a Kubernetes API:
-  - embedded (default): a control-plane-only local cluster whose data lives under
+  - embedded (default): a local cluster with one real node (where TestRun Jobs
+    run; --runner-node=false leaves it out) whose data lives under
     --state-dir/server and survives restarts; its kubeconfig is written to
     --state-dir/server/kubeconfig, where the ephemera CLI finds it. Stopping serve
-    stops it and keeps the data; clusters handed out keep running.
+    stops it and keeps the data; clusters handed out keep running. TestRun
+    artefacts are kept in --state-dir/server/artifacts and served under
+    /artifacts/ on the metrics address.
   - operator mode (--kubeconfig): any existing cluster, with leader election.
+    TestRun artefacts stay in the runner pods there; results come from the
+    test's exit code.
 
 Clusters are created by the local provider under --state-dir, so
 'ephemera get clusters' lists them too. /metrics and /healthz, /readyz are
 served on the addresses below.`,
 		Example: `  ephemera serve &
-  kubectl --kubeconfig ~/.local/state/ephemera/server/kubeconfig apply -f examples/server/
+  kubectl --kubeconfig ~/.local/state/ephemera/server/kubeconfig apply -f examples/server/template.yaml -f examples/server/pool.yaml
   ephemera create testcluster --pool ci --ttl 30m --label repo=charts --label pr=42
   ephemera get testclusters
 
