@@ -9,11 +9,12 @@ import (
 
 // TestRun defaults, used when a TestRun leaves them unset.
 const (
-	// DefaultRunTimeout bounds the test command.
-	DefaultRunTimeout = 30 * time.Minute
+	// DefaultRunTimeout bounds the test command (TestRun and `ephemera
+	// run`).
+	DefaultRunTimeout = time.Hour
 	// DefaultHoldFor is how long a failed run's cluster is kept with
-	// onFailure: Hold.
-	DefaultHoldFor = time.Hour
+	// onFailure: Hold (TestRun and `ephemera run`).
+	DefaultHoldFor = 2 * time.Hour
 	// DefaultArtifactsDir is where the test writes artefacts (JUnit XML
 	// among them) in the runner container.
 	DefaultArtifactsDir = "/artifacts"
@@ -36,6 +37,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.matrix) && has(self.matrix.templates) ? !has(self.cluster.templateRef) : true",message="spec.matrix.templates replaces spec.cluster.templateRef: set one of them"
 // +kubebuilder:validation:XValidation:rule="has(self.matrix) && has(self.matrix.templates) ? true : (has(self.cluster.poolRef) ? 1 : 0) + (has(self.cluster.templateRef) ? 1 : 0) + (has(self.cluster.testClusterRef) ? 1 : 0) == 1",message="set exactly one of spec.cluster.poolRef (a warm cluster from a ClusterPool), spec.cluster.templateRef (a new cluster from a ClusterTemplate) or spec.cluster.testClusterRef (a TestCluster you hold)"
 // +kubebuilder:validation:XValidation:rule="!has(self.cluster.kubernetesVersion) || !has(self.matrix) || !has(self.matrix.kubernetesVersions)",message="spec.matrix.kubernetesVersions replaces spec.cluster.kubernetesVersion: set one of them"
+// +kubebuilder:validation:XValidation:rule="!has(self.cluster.kubernetesVersion) || has(self.cluster.templateRef) || (has(self.matrix) && has(self.matrix.templates))",message="spec.cluster.kubernetesVersion overrides a template's version: use it with spec.cluster.templateRef or spec.matrix.templates, not with a pool or an existing TestCluster"
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="a TestRun's spec cannot change; delete it and create another"
 type TestRunSpec struct {
 	// cluster is where the tests run.
@@ -48,7 +50,7 @@ type TestRunSpec struct {
 	Runner TestRunner `json:"runner"`
 
 	// timeout bounds the test command; a run past it fails with reason
-	// TimedOut. Defaults to 30m.
+	// TimedOut. Defaults to 1h.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.timeout must be at least 1s, like 20m"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
@@ -69,7 +71,7 @@ type TestRunSpec struct {
 	OnFailure FailurePolicy `json:"onFailure,omitempty"`
 
 	// holdFor is how long a failed run's cluster is kept with onFailure:
-	// Hold. Defaults to 1h; the server's --max-hold caps it.
+	// Hold. Defaults to 2h; the server's --max-hold caps it.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.holdFor must be at least 1s, like 2h"
 	HoldFor *metav1.Duration `json:"holdFor,omitempty"`
@@ -113,8 +115,10 @@ type TestRunCluster struct {
 // EPHEMERA_CLUSTER_ENDPOINT, EPHEMERA_KUBERNETES_VERSION, EPHEMERA_ARTIFACTS and
 // EPHEMERA_TESTRUN.
 type TestRunner struct {
-	// image is the container image, loaded into the management plane's
-	// node (`ephemera load image --server`) or pulled from a registry.
+	// image is the container image. In embedded mode load it into the
+	// management plane's node (`ephemera load image ARCHIVE --server`): the
+	// node has no route to registries. In operator mode the management
+	// cluster pulls it as for any pod.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
@@ -129,7 +133,8 @@ type TestRunner struct {
 	// EPHEMERA_*) cannot be replaced.
 	// +optional
 	Env []corev1.EnvVar `json:"env,omitempty"`
-	// imagePullPolicy is the container's; defaults to IfNotPresent.
+	// imagePullPolicy is the container's; Kubernetes' default applies when
+	// unset (IfNotPresent, or Always for a latest tag).
 	// +optional
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 }

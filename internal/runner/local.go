@@ -8,6 +8,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/ephemera-dev/ephemera/internal/exec"
@@ -115,6 +116,10 @@ func (l LocalRun) Run(ctx context.Context) (Outcome, error) {
 		out.ExitCode, out.TimedOut = -1, true
 	case errors.As(runErr, &exitErr):
 		out.ExitCode = exitErr.ExitCode()
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			// Killed by a signal: 128+signal, as a shell reports it.
+			out.ExitCode = 128 + int(ws.Signal())
+		}
 	default:
 		return Outcome{ExitCode: -1, Log: out.Log}, fmt.Errorf("run %s: %w", l.Argv[0], errors.Unwrap(runErr))
 	}

@@ -37,8 +37,10 @@ type proxy struct {
 
 // Expose forwards a port of the gateway to target (host:port) until
 // Release(key), and returns the gateway's host:port for it. Exposing the
-// same key again returns the same address.
-func (g *Gateway) Expose(key, target string) (string, error) {
+// same key again returns the same address. The port is prefer's when that
+// is an address of the gateway and free (a restarted server keeps a
+// running test's address), else any free one.
+func (g *Gateway) Expose(key, target, prefer string) (string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if p, ok := g.proxies[key]; ok && p.target == target {
@@ -47,7 +49,14 @@ func (g *Gateway) Expose(key, target string) (string, error) {
 		p.ln.Close()
 		delete(g.proxies, key)
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(g.Addr.String(), "0"))
+	var ln net.Listener
+	var err error
+	if host, _, perr := net.SplitHostPort(prefer); perr == nil && host == g.Addr.String() {
+		ln, err = net.Listen("tcp", prefer)
+	}
+	if ln == nil {
+		ln, err = net.Listen("tcp", net.JoinHostPort(g.Addr.String(), "0"))
+	}
 	if err != nil {
 		return "", fmt.Errorf("open a gateway port to %s for runner pods: %w", target, err)
 	}

@@ -21,11 +21,11 @@ func TestGatewayForwardsUntilReleased(t *testing.T) {
 
 	g := &Gateway{Addr: netip.MustParseAddr("127.0.0.1"), Log: logr.Discard()}
 	defer g.Close()
-	addr, err := g.Expose("run-1", target)
+	addr, err := g.Expose("run-1", target, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := g.Expose("run-1", target); again != addr {
+	if again, _ := g.Expose("run-1", target, ""); again != addr {
 		t.Errorf("exposing again gave %s, want the same %s", again, addr)
 	}
 	if host, _, _ := net.SplitHostPort(addr); host != "127.0.0.1" {
@@ -41,7 +41,7 @@ func TestGatewayForwardsUntilReleased(t *testing.T) {
 		t.Errorf("through the gateway: %q", body)
 	}
 
-	other, err := g.Expose("run-2", target)
+	other, err := g.Expose("run-2", target, "")
 	if err != nil || other == addr {
 		t.Errorf("a second key got %s (%v), want a port of its own", other, err)
 	}
@@ -54,5 +54,15 @@ func TestGatewayForwardsUntilReleased(t *testing.T) {
 		t.Errorf("releasing one key closed another: %v", err)
 	} else {
 		resp.Body.Close()
+	}
+
+	// A restarted server asks for the port the runner knows.
+	back, err := g.Expose("run-1", target, addr)
+	if err != nil || back != addr {
+		t.Errorf("exposing at the old address %s gave %s (%v)", addr, back, err)
+	}
+	// A taken port gives another one rather than failing.
+	if moved, err := g.Expose("run-3", target, other); err != nil || moved == other {
+		t.Errorf("exposing at a taken address gave %s (%v), want a free port", moved, err)
 	}
 }

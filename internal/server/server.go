@@ -208,6 +208,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	trr := &testrun.Reconciler{
 		Client: mgr.GetClient(), Kube: kube, ArtifactsRoot: opts.ArtifactsRoot, ExternalURL: opts.ExternalURL, Now: now,
+		Events: mgr.GetEventRecorder("ephemera-testrun"),
 	}
 	if opts.Gateway != nil {
 		trr.Gateway, trr.HostNetwork = opts.Gateway, true

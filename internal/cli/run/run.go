@@ -96,9 +96,9 @@ the hold), a local one until 'ephemera delete cluster NAME'.`,
 	f.Int32Var(&opts.simNodes, "simulated-nodes", 0, "local mode: simulated nodes (0 to 1000)")
 	f.StringVar(&opts.version, "kubernetes-version", "", "local mode: Kubernetes version (default: the newest installed by ephemera)")
 	f.StringVar(&opts.artifacts, "artifacts", "artifacts", "dir for the log and the JUnit reports (EPHEMERA_ARTIFACTS)")
-	f.DurationVar(&opts.timeout, "timeout", time.Hour, "stop the test command after this long")
+	f.DurationVar(&opts.timeout, "timeout", v1alpha1.DefaultRunTimeout, "stop the test command after this long")
 	f.StringVar(&opts.onFailure, "on-failure", onFailureDelete, "what to do with the cluster when the run fails: delete or hold")
-	f.DurationVar(&opts.holdFor, "hold-for", 2*time.Hour, "with --on-failure hold: how long the server keeps a leased cluster")
+	f.DurationVar(&opts.holdFor, "hold-for", v1alpha1.DefaultHoldFor, "with --on-failure hold: how long the server keeps a leased cluster")
 	f.DurationVar(&opts.wait, "wait", 10*time.Minute, "how long to wait for the cluster")
 	return cmd
 }

@@ -62,8 +62,9 @@ func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v
 			return nil, fmt.Errorf("a Job named %q exists already and is not this run's", run.Name)
 		}
 		if r.Gateway != nil && run.Status.CompletionTime == nil {
-			// After a restart of the server, open the gateway again.
-			if _, err := r.runnerKubeconfig(ctx, run, tc); err != nil {
+			// After a restart of the server, open the gateway again, on
+			// the address the runner's kubeconfig names.
+			if _, err := r.runnerKubeconfig(ctx, run, tc, r.exposedAt(ctx, run)); err != nil {
 				return nil, err
 			}
 		}
@@ -72,7 +73,7 @@ func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v
 	if !apierrors.IsNotFound(err) {
 		return nil, err
 	}
-	kubeconfig, err := r.runnerKubeconfig(ctx, run, tc)
+	kubeconfig, err := r.runnerKubeconfig(ctx, run, tc, "")
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +108,7 @@ func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v
 	now := metav1.NewTime(r.Now())
 	run.Status.Job, run.Status.StartTime = job.Name, &now
 	log.FromContext(ctx).Info("Started TestRun", "testrun", klog.KObj(run), "job", job.Name, "cluster", tc.Spec.ClusterName, "image", run.Spec.Runner.Image)
+	r.event(run, v1alpha1.ReasonRunning, "Start", fmt.Sprintf("Job %q runs %s against TestCluster %q (Kubernetes %s)", job.Name, run.Spec.Runner.Image, tc.Name, tc.Status.KubernetesVersion))
 	return job, nil
 }
 
@@ -118,7 +120,7 @@ type runnerConfig struct {
 // runnerKubeconfig is the TestCluster's kubeconfig as the runner pod uses
 // it: through the gateway, when there is one, with the cluster's own name
 // checked against its certificate.
-func (r *Reconciler) runnerKubeconfig(ctx context.Context, run *v1alpha1.TestRun, tc *v1alpha1.TestCluster) (runnerConfig, error) {
+func (r *Reconciler) runnerKubeconfig(ctx context.Context, run *v1alpha1.TestRun, tc *v1alpha1.TestCluster, prefer string) (runnerConfig, error) {
 	src := &corev1.Secret{}
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: tc.Namespace, Name: tc.Status.KubeconfigSecret}, src); err != nil {
 		return runnerConfig{}, fmt.Errorf("read TestCluster %q's kubeconfig: %w", tc.Name, err)
@@ -137,7 +139,7 @@ func (r *Reconciler) runnerKubeconfig(ctx context.Context, run *v1alpha1.TestRun
 		if err != nil {
 			return runnerConfig{}, fmt.Errorf("TestCluster %q's kubeconfig: bad server %q: %w", tc.Name, c.Server, err)
 		}
-		addr, err := r.Gateway.Expose(string(run.UID), hostPort(u))
+		addr, err := r.Gateway.Expose(string(run.UID), hostPort(u), prefer)
 		if err != nil {
 			return runnerConfig{}, err
 		}
@@ -151,13 +153,31 @@ func (r *Reconciler) runnerKubeconfig(ctx context.Context, run *v1alpha1.TestRun
 	return runnerConfig{data: data, endpoint: endpoint}, err
 }
 
+// exposedAt is the gateway address in the runner's kubeconfig Secret, or "".
+func (r *Reconciler) exposedAt(ctx context.Context, run *v1alpha1.TestRun) string {
+	secret := &corev1.Secret{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: runnerSecretName(run)}, secret); err != nil {
+		return ""
+	}
+	cfg, err := clientcmd.Load(secret.Data[kubeconfigKey])
+	if err != nil {
+		return ""
+	}
+	for _, c := range cfg.Clusters {
+		if u, err := url.Parse(c.Server); err == nil {
+			return u.Host
+		}
+	}
+	return ""
+}
+
 // buildJob is the runner: one pod, never retried, bounded by the timeout.
 func (r *Reconciler) buildJob(run *v1alpha1.TestRun, tc *v1alpha1.TestCluster, endpoint string) *batchv1.Job {
 	artifacts := run.Spec.ArtifactsDirOrDefault()
 	env := append([]corev1.EnvVar{}, run.Spec.Runner.Env...)
 	for _, e := range []corev1.EnvVar{
 		{Name: runner.EnvKubeconfig, Value: kubeconfigDir + "/" + kubeconfigKey},
-		{Name: runner.EnvClusterName, Value: tc.Spec.ClusterName},
+		{Name: runner.EnvClusterName, Value: tc.Name},
 		{Name: runner.EnvEndpoint, Value: endpoint},
 		{Name: runner.EnvKubernetesVersion, Value: tc.Status.KubernetesVersion},
 		{Name: runner.EnvArtifacts, Value: artifacts},

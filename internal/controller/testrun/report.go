@@ -2,6 +2,7 @@ package testrun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -54,6 +55,7 @@ func (r *Reconciler) reportStatus(ctx context.Context, run *v1alpha1.TestRun) (r
 	}
 	state, desc := r.describe(run)
 	var problems []string
+	retry := false
 	for _, f := range fs {
 		entry := f.provider + "=" + string(state)
 		key := string(run.UID) + "/" + f.provider
@@ -68,6 +70,13 @@ func (r *Reconciler) reportStatus(ctx context.Context, run *v1alpha1.TestRun) (r
 		}
 		if err := r.post(ctx, run, f, report.Status{State: state, Description: desc, TargetURL: r.targetURL(run, f.target)}); err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", f.provider, err))
+			// A refusal (bad token, no such repo) waits for the run's
+			// next state; the rest (network, a Secret not there yet)
+			// is tried again.
+			var forgeErr *report.Error
+			if !errors.As(err, &forgeErr) || forgeErr.Retryable() {
+				retry = true
+			}
 			continue
 		}
 		r.posted.Store(key, state)
@@ -76,8 +85,12 @@ func (r *Reconciler) reportStatus(ctx context.Context, run *v1alpha1.TestRun) (r
 		run.Status.Reported = append(run.Status.Reported, entry)
 	}
 	if len(problems) > 0 {
-		setCondition(run, v1alpha1.ConditionReported, metav1.ConditionFalse, v1alpha1.ReasonReportFailed,
-			strings.Join(problems, "; ")+fmt.Sprintf(" (retrying in %s)", reportRetry))
+		msg := strings.Join(problems, "; ")
+		if !retry {
+			setCondition(run, v1alpha1.ConditionReported, metav1.ConditionFalse, v1alpha1.ReasonReportFailed, msg+" (tried again at the run's next state)")
+			return reconcile.Result{}, nil
+		}
+		setCondition(run, v1alpha1.ConditionReported, metav1.ConditionFalse, v1alpha1.ReasonReportFailed, msg+fmt.Sprintf(" (retrying in %s)", reportRetry))
 		return reconcile.Result{RequeueAfter: reportRetry}, nil
 	}
 	setCondition(run, v1alpha1.ConditionReported, metav1.ConditionTrue, v1alpha1.ReasonReported,

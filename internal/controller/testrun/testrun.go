@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -50,8 +51,9 @@ const clusterSlack = 15 * time.Minute
 // Gateway makes a cluster's API server reachable from runner pods.
 type Gateway interface {
 	// Expose forwards to target (host:port) and returns the host:port pods
-	// dial, until Release(key).
-	Expose(key, target string) (string, error)
+	// dial, until Release(key). It listens on prefer (host:port) when
+	// that is free, so a restarted server keeps a running test's address.
+	Expose(key, target, prefer string) (string, error)
 	Release(key string)
 }
 
@@ -78,6 +80,9 @@ type Reconciler struct {
 	// ExternalURL is where the server's /artifacts/ are served, for
 	// commit statuses' target URLs; "" leaves them empty.
 	ExternalURL string
+	// Events, when set, records what happens to each run (kubectl
+	// describe, ephemera describe testrun).
+	Events events.EventRecorder
 	// NewReporter makes commit-status reporters.
 	NewReporter ReporterFunc
 	// Now is the clock.
@@ -248,6 +253,7 @@ func (r *Reconciler) ensureTestCluster(ctx context.Context, run *v1alpha1.TestRu
 		return nil, reconcile.Result{}, r.finishNoCluster(ctx, run, msg)
 	}
 	log.FromContext(ctx).Info("Requested a cluster for TestRun", "testrun", klog.KObj(run), "pool", src.PoolRef, "template", src.TemplateRef)
+	r.event(run, v1alpha1.ReasonWaiting, "RequestCluster", fmt.Sprintf("requested TestCluster %q", tc.Name))
 	run.Status.TestCluster = tc.Name
 	setCondition(run, v1alpha1.ConditionClusterReady, metav1.ConditionFalse, v1alpha1.ReasonWaiting, fmt.Sprintf("waiting for TestCluster %q", tc.Name))
 	setCondition(run, v1alpha1.ConditionComplete, metav1.ConditionFalse, v1alpha1.ReasonWaiting, fmt.Sprintf("waiting for TestCluster %q", tc.Name))
@@ -293,6 +299,7 @@ func (r *Reconciler) finish(ctx context.Context, run *v1alpha1.TestRun, tc *v1al
 	}
 	setCondition(run, v1alpha1.ConditionComplete, metav1.ConditionTrue, reason, msg)
 	log.FromContext(ctx).Info("TestRun finished", "testrun", klog.KObj(run), "reason", reason, "message", msg)
+	r.event(run, reason, "Finish", msg)
 	return reconcile.Result{}, nil
 }
 
@@ -314,6 +321,22 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, run *v1alpha1.TestRun)
 	base := run.DeepCopy()
 	controllerutil.RemoveFinalizer(run, Finalizer)
 	return client.IgnoreNotFound(r.Client.Patch(ctx, run, client.MergeFrom(base)))
+}
+
+// event records an event on the run, Normal for a pass or a start and
+// Warning otherwise.
+func (r *Reconciler) event(run *v1alpha1.TestRun, reason, action, note string) {
+	if r.Events == nil {
+		return
+	}
+	typ := corev1.EventTypeWarning
+	if reason == v1alpha1.ReasonPassed || reason == v1alpha1.ReasonRunning || reason == v1alpha1.ReasonWaiting {
+		typ = corev1.EventTypeNormal
+	}
+	if len(note) > 1000 {
+		note = note[:997] + "..."
+	}
+	r.Events.Eventf(run, nil, typ, reason, action, "%s", note)
 }
 
 // artifactsDir is where the run's artefacts are kept on the host, or "".

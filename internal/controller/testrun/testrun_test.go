@@ -91,7 +91,7 @@ func TestBuildJob(t *testing.T) {
 			},
 		},
 	}
-	tc := &v1alpha1.TestCluster{Spec: v1alpha1.TestClusterSpec{ClusterName: "e2e-abcde"}, Status: v1alpha1.TestClusterStatus{KubernetesVersion: "v1.36.3"}}
+	tc := &v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Name: "e2e"}, Spec: v1alpha1.TestClusterSpec{ClusterName: "e2e-abcde"}, Status: v1alpha1.TestClusterStatus{KubernetesVersion: "v1.36.3"}}
 
 	r := &Reconciler{HostNetwork: true, ArtifactsRoot: "/state/server/artifacts"}
 	job := r.buildJob(run, tc, "https://10.250.0.1:40000")
@@ -113,7 +113,7 @@ func TestBuildJob(t *testing.T) {
 	want := map[string]string{
 		"SUITE":                       "fast",
 		"KUBECONFIG":                  "/etc/ephemera/kubeconfig",
-		"EPHEMERA_CLUSTER_NAME":       "e2e-abcde",
+		"EPHEMERA_CLUSTER_NAME":       "e2e",
 		"EPHEMERA_CLUSTER_ENDPOINT":   "https://10.250.0.1:40000",
 		"EPHEMERA_KUBERNETES_VERSION": "v1.36.3",
 		"EPHEMERA_ARTIFACTS":          "/artifacts",
