@@ -195,6 +195,8 @@ func TestTestRuns(t *testing.T) {
 		noImage.Spec.Runner.Image = ""
 		badSHA := testRun("bad-sha")
 		badSHA.Spec.Report = &v1alpha1.TestRunReport{GitHub: &v1alpha1.CommitStatusTarget{Repo: "acme/app", SHA: "main", TokenSecretRef: v1alpha1.SecretKeySelector{Name: "forge"}}}
+		poolVersion := testRun("pool-version")
+		poolVersion.Spec.Cluster = v1alpha1.TestRunCluster{PoolRef: "ci", KubernetesVersion: oldVersion}
 		badVersion := testRun("bad-version")
 		badVersion.Spec.Matrix = &v1alpha1.TestRunMatrix{KubernetesVersions: []string{"1.35"}}
 		for _, tc := range []struct {
@@ -207,6 +209,7 @@ func TestTestRuns(t *testing.T) {
 			{noImage, "spec.runner.image"},
 			{badSHA, "spec.report.github.sha"},
 			{badVersion, "spec.matrix.kubernetesVersions[0]"},
+			{poolVersion, "use it with spec.cluster.templateRef"},
 		} {
 			err := c.Create(ctx, tc.run)
 			if err == nil {
@@ -291,7 +294,8 @@ func TestTestRuns(t *testing.T) {
 			t.Errorf("get testruns:\n%s", get)
 		}
 		desc := h.must("describe", "testrun", "pass")
-		for _, want := range []string{"Succeeded", smokeImage, "github=success"} {
+		// The events include the start, recorded by the controller.
+		for _, want := range []string{"Succeeded", smokeImage, "github=success", `against TestCluster "pass"`} {
 			if !strings.Contains(desc.stdout, want) {
 				t.Errorf("describe testrun lacks %q:\n%s", want, desc)
 			}
