@@ -96,6 +96,11 @@ func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("make the run's artefacts dir: %w", err)
 		}
+		// The runner may run as any user; the dir is bind-mounted alone,
+		// so its private parents stay closed.
+		if err := os.Chmod(dir, 0o777); err != nil {
+			return nil, err
+		}
 		run.Status.Artifacts = dir
 	}
 	job = r.buildJob(run, tc, kubeconfig.endpoint)
