@@ -19,8 +19,8 @@ unit: ## only the tests that need no Kubernetes binaries
 e2e: build ## only the end-to-end tests (binaries must be installed)
 	go test -count=1 -timeout 30m ./test/e2e/...
 
-bench: build ## benchmarks of create, delete and memory; see docs/benchmarks.md
-	hack/bench.sh
+bench: build ## ephemera next to kwokctl and envtest (QUICK=1: a short run); rewrites docs/benchmarks.md
+	QUICK=$(QUICK) hack/bench.sh
 
 generate: ## regenerate deepcopy and CRDs
 	go tool controller-gen object paths=./api/... crd:crdVersions=v1 output:crd:artifacts:config=config/crd/bases
