@@ -343,15 +343,19 @@ func (b *bench) capacityOf(ctx context.Context, d driver, cold []float64, limit 
 }
 
 // claims runs BenchmarkClaimWarmPool at 1 and 20 concurrent claims.
-func (b *bench) claims(ctx context.Context, e2e *e2eBench) {
-	for _, c := range []struct{ concurrency, iters int }{{1, b.opts.claimIters1}, {20, b.opts.claimIters20}} {
+func (b *bench) claims(ctx context.Context, e2e *e2eBench, timeout func(fraction float64, floor time.Duration) time.Duration) {
+	for _, c := range []struct {
+		concurrency, iters int
+		fraction           float64
+		floor              time.Duration
+	}{{1, b.opts.claimIters1, 0.3, 90 * time.Second}, {20, b.opts.claimIters20, 1, 150 * time.Second}} {
 		if ctx.Err() != nil {
 			return
 		}
 		pattern := fmt.Sprintf("ClaimWarmPool/concurrent-%d$", c.concurrency)
 		b.logf(" • Server mode: claims from a warm pool, %d at once, %d iterations (go test)", c.concurrency, c.iters)
 		res := claimResult{Concurrency: c.concurrency, Command: e2e.command(pattern, c.iters)}
-		out, err := e2e.run(ctx, pattern, c.iters, b.opts.goTestTimeout)
+		out, err := e2e.run(ctx, pattern, c.iters, timeout(c.fraction, c.floor))
 		var gb goBench
 		if err == nil {
 			var ok bool
@@ -372,11 +376,11 @@ func (b *bench) claims(ctx context.Context, e2e *e2eBench) {
 }
 
 // realNode runs BenchmarkCreateFirstPodRunning.
-func (b *bench) realNode(ctx context.Context, e2e *e2eBench) {
+func (b *bench) realNode(ctx context.Context, e2e *e2eBench, timeout time.Duration) {
 	const pattern = "CreateFirstPodRunning$"
 	b.logf(" • Real node: create → first pod Running, %d iterations (go test)", b.opts.realNodeIters)
 	res := &realNodeResult{Command: e2e.command(pattern, b.opts.realNodeIters)}
-	out, err := e2e.run(ctx, pattern, b.opts.realNodeIters, b.opts.goTestTimeout)
+	out, err := e2e.run(ctx, pattern, b.opts.realNodeIters, timeout)
 	var gb goBench
 	if err == nil {
 		var ok bool

@@ -70,14 +70,14 @@ func (o *options) defaults() {
 	set(&o.rounds, 7, 2)
 	set(&o.memRounds, 3, 1)
 	set(&o.nodeRounds, 5, 2)
-	set(&o.capacityBound, 8, 3)
+	set(&o.capacityBound, 12, 3)
 	set(&o.claimIters1, 10, 3)
 	set(&o.claimIters20, 2, 1)
 	set(&o.realNodeIters, 5, 1)
 	setD(&o.idle, 15*time.Second, 5*time.Second)
 	setD(&o.settle, 3*time.Second, 2*time.Second)
 	setD(&o.budget, 15*time.Minute, 8*time.Minute)
-	setD(&o.goTestTimeout, 8*time.Minute, 6*time.Minute)
+	setD(&o.goTestTimeout, 8*time.Minute, 5*time.Minute)
 	if o.memReserve == 0 {
 		o.memReserve = 2048
 	}
@@ -132,13 +132,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.memRounds, "mem-rounds", 0, "rounds of idle RSS (default 3, quick 1)")
 	fs.DurationVar(&o.idle, "idle", 0, "how long clusters idle before their RSS is read (default 15s, quick 5s)")
 	fs.IntVar(&o.nodeRounds, "node-rounds", 0, "rounds of create → nodes Ready + Deployment Available (default 5, quick 2)")
-	fs.IntVar(&o.capacityBound, "capacity-bound", 0, "most idle clusters per tool in the capacity run (default 8, quick 3)")
+	fs.IntVar(&o.capacityBound, "capacity-bound", 0, "most idle clusters per tool in the capacity run (default 12, quick 3)")
 	fs.DurationVar(&o.settle, "settle", 0, "pause after each create of the capacity run (default 3s, quick 2s)")
 	fs.Float64Var(&o.memReserve, "mem-reserve", 0, "MiB of MemAvailable the capacity run leaves free (default 2048)")
 	fs.IntVar(&o.claimIters1, "claim-iters-1", 0, "iterations of single claims (default 10, quick 3)")
 	fs.IntVar(&o.claimIters20, "claim-iters-20", 0, "iterations of 20 concurrent claims (default 2, quick 1)")
 	fs.IntVar(&o.realNodeIters, "real-node-iters", 0, "iterations of create → first pod Running (default 5, quick 1)")
-	fs.DurationVar(&o.goTestTimeout, "go-test-timeout", 0, "timeout of each go test benchmark run (default 8m, quick 6m)")
+	fs.DurationVar(&o.goTestTimeout, "go-test-timeout", 0, "longest timeout of a go test benchmark run; each gets a share of the budget left (default 8m, quick 5m)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -285,34 +285,40 @@ func measure(ctx context.Context, o options, log io.Writer) (*results, error) {
 		}
 	}()
 
-	// The peers first, within the budget minus what the ephemera-only
-	// scenarios need; those run last and are bounded by their go test
-	// timeouts.
-	reserve := 0 * time.Minute
+	// The peers first, within the budget minus a reserve for the
+	// ephemera-only scenarios, which run last, each bounded by a go test
+	// timeout taken from what is left of the budget.
+	end := started.Add(o.budget)
+	reserve := time.Duration(0)
 	if !o.skips("realnode") {
-		reserve += map[bool]time.Duration{true: time.Minute, false: 2 * time.Minute}[o.quick]
+		reserve += time.Minute
 	}
 	if !o.skips("server") {
-		reserve += map[bool]time.Duration{true: 3 * time.Minute, false: 5 * time.Minute}[o.quick]
+		reserve += map[bool]time.Duration{true: 2 * time.Minute, false: 7 * time.Minute / 2}[o.quick]
 	}
-	b.deadline = started.Add(o.budget - reserve)
+	b.deadline = end.Add(-reserve)
 	peers := o.budget - reserve
 	if !o.skips("compare") || !o.skips("capacity") {
 		b.warmUp(ctx)
 	}
 	if !o.skips("compare") {
-		b.createDelete(ctx, peers*25/100)
-		b.idleRSS(ctx, peers*20/100)
-		b.nodes(ctx, peers*20/100)
+		b.createDelete(ctx, peers*20/100)
+		b.idleRSS(ctx, peers*18/100)
+		b.nodes(ctx, peers*18/100)
 	}
 	if !o.skips("capacity") {
-		b.capacity(ctx, peers*10/100)
+		b.capacity(ctx, peers*44/100/3)
+	}
+	// Each go test run may take a share of what is left, never less than
+	// a floor that fits one iteration.
+	share := func(fraction float64, floor time.Duration) time.Duration {
+		return min(o.goTestTimeout, max(floor, time.Duration(float64(time.Until(end))*fraction)))
 	}
 	if !o.skips("realnode") && ctx.Err() == nil {
-		b.realNode(ctx, e2e)
+		b.realNode(ctx, e2e, share(0.25, 2*time.Minute))
 	}
 	if !o.skips("server") && ctx.Err() == nil {
-		b.claims(ctx, e2e)
+		b.claims(ctx, e2e, share)
 	}
 	b.res.Facts = append(b.res.Facts, fact{"load average at end (1, 5, 15 min)", loadAverage()})
 	b.res.Notes = append(b.res.Notes, noiseNote())

@@ -43,7 +43,7 @@ func TestOptionsDefaults(t *testing.T) {
 	}
 	normal := options{}
 	normal.defaults()
-	if normal.rounds != 7 || normal.memRounds != 3 || normal.capacityBound != 8 || normal.budget.Minutes() != 15 {
+	if normal.rounds != 7 || normal.memRounds != 3 || normal.capacityBound != 12 || normal.budget.Minutes() != 15 {
 		t.Errorf("default settings: %+v", normal)
 	}
 	if _, err := parseFlags([]string{"--skip", "nope"}, new(strings.Builder)); err == nil {

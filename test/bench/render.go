@@ -141,7 +141,7 @@ func sampleCounts(tools []string, m *metric) string {
 
 // capacityTable renders the idle-cluster runs.
 func capacityTable(cs []capacity, bound int) *table {
-	t := &table{header: []string{"tool", "idle clusters that fit", "why the run stopped", "create → API usable (s): cold median, with 0 → last count idle", "MemAvailable used per idle cluster (MiB)", "idle clusters MemAvailable would hold (projected)"}}
+	t := &table{header: []string{"tool", "idle clusters that fit", "why the run stopped", "create → API usable (s): cold median; first → last create of the run", "MemAvailable used per idle cluster (MiB)", "idle clusters MemAvailable would hold (projected)"}}
 	for _, c := range cs {
 		fit := strconv.Itoa(c.Fit)
 		if c.Reason == reasonBound {
