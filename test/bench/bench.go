@@ -23,7 +23,12 @@ type bench struct {
 	res    *results
 	// deadline ends the peer scenarios early enough for the rest.
 	deadline time.Time
+	// loads are 1-minute load averages sampled before each peer scenario,
+	// while none of this run's clusters ran.
+	loads []float64
 }
+
+func (b *bench) sampleLoad() { b.loads = append(b.loads, load1()) }
 
 func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, format+"\n", args...)
@@ -142,6 +147,7 @@ func (b *bench) warmUp(ctx context.Context) {
 // createDelete alternates cold creates (to API usable) and deletes.
 func (b *bench) createDelete(ctx context.Context, limit time.Duration) {
 	b.logf(" • Cold create → API usable, and delete: %d rounds", b.opts.rounds)
+	b.sampleLoad()
 	create := b.metric("cold create → API usable", "s")
 	del := b.metric("delete → all processes gone", "s")
 	start := time.Now()
@@ -171,6 +177,7 @@ func (b *bench) createDelete(ctx context.Context, limit time.Duration) {
 // sums the RSS of each cluster's processes.
 func (b *bench) idleRSS(ctx context.Context, limit time.Duration) {
 	b.logf(" • RSS of one idle cluster: %d rounds, %s idle", b.opts.memRounds, b.opts.idle)
+	b.sampleLoad()
 	m := b.metric("RSS of one idle cluster, all its processes", "MiB")
 	start := time.Now()
 	for r := 0; r < b.opts.memRounds && b.more(ctx, start, limit); r++ {
@@ -226,38 +233,67 @@ func breakdown(by map[string]float64) string {
 	return strings.Join(parts, ", ")
 }
 
-// nodes times create → 3 simulated nodes Ready and a Deployment Available.
-func (b *bench) nodes(ctx context.Context, limit time.Duration) {
+// nodes times create → 3 simulated nodes Ready and a Deployment Available,
+// each tool its own way. ephemera runs twice per round: as users run it
+// (create waits for the nodes and the default ServiceAccount) and with
+// --wait 0 (create returns when the API answers, as kwokctl's does); the
+// kwokctl samples serve both rows.
+func (b *bench) nodes(ctx context.Context, noWait driver, limit time.Duration) {
 	const nodes = 3
 	b.logf(" • Create → %d nodes Ready + Deployment Available: %d rounds", nodes, b.opts.nodeRounds)
-	m := b.metric("create → 3 nodes Ready + Deployment Available", "s")
+	b.sampleLoad()
+	byDefault := b.metric("create → 3 nodes Ready + Deployment Available", "s")
+	fast := b.metric("the same, ephemera with `--wait 0`", "s")
 	for _, d := range b.drivers {
 		if !supportsNodes(d) {
-			m.NA[d.Name()] = "no nodes or controllers"
+			byDefault.NA[d.Name()] = "no nodes or controllers"
+			fast.NA[d.Name()] = "no nodes or controllers"
 		}
+	}
+	type variant struct {
+		d       driver
+		label   string
+		metrics []*metric
 	}
 	start := time.Now()
 	for r := 0; r < b.opts.nodeRounds && b.more(ctx, start, limit); r++ {
-		for _, d := range b.active(r, true) {
-			name := b.name(d)
+		var vs []variant
+		for _, d := range b.active(0, true) {
+			if d.Name() == noWait.Name() {
+				vs = append(vs, variant{d, d.Name(), []*metric{byDefault}}, variant{noWait, d.Name() + " --wait 0", []*metric{fast}})
+			} else {
+				vs = append(vs, variant{d, d.Name(), []*metric{byDefault, fast}})
+			}
+		}
+		if len(vs) == 0 {
+			return
+		}
+		k := r % len(vs)
+		for _, v := range append(vs[k:], vs[:k]...) {
+			name := b.name(v.d)
 			t0 := time.Now()
-			c, err := d.Create(ctx, name, nodes)
+			c, err := v.d.Create(ctx, name, nodes)
 			if c != nil {
-				b.live[c] = d
+				b.live[c] = v.d
 			}
 			if err == nil {
 				err = deployAndWait(ctx, c, nodes, 2*time.Minute)
 			}
 			dur := time.Since(t0)
-			if err != nil {
-				m.Failed[d.Name()]++
-				b.fail(d.Name(), "nodes and Deployment", err)
-			} else {
-				m.Values[d.Name()] = append(m.Values[d.Name()], dur.Seconds())
-				b.logf("   round %d %-8s %s", r+1, d.Name(), dur.Round(time.Millisecond))
+			for _, m := range v.metrics {
+				if err != nil {
+					m.Failed[v.d.Name()]++
+				} else {
+					m.Values[v.d.Name()] = append(m.Values[v.d.Name()], dur.Seconds())
+				}
 			}
-			if _, err := b.remove(ctx, d, c); err != nil {
-				b.fail(d.Name(), "delete after nodes", err)
+			if err != nil {
+				b.fail(v.label, "nodes and Deployment", err)
+			} else {
+				b.logf("   round %d %-17s %s", r+1, v.label, dur.Round(time.Millisecond))
+			}
+			if _, err := b.remove(ctx, v.d, c); err != nil {
+				b.fail(v.label, "delete after nodes", err)
 			}
 		}
 	}
@@ -267,6 +303,7 @@ func (b *bench) nodes(ctx context.Context, limit time.Duration) {
 // doubles, memory runs short, or the bound is reached.
 func (b *bench) capacity(ctx context.Context, limitPerTool time.Duration) {
 	b.logf(" • Idle clusters that fit: up to %d per tool", b.opts.capacityBound)
+	b.sampleLoad()
 	b.res.CapacityBound = b.opts.capacityBound
 	var cold map[string][]float64
 	for _, m := range b.res.Compare {
@@ -280,7 +317,7 @@ func (b *bench) capacity(ctx context.Context, limitPerTool time.Duration) {
 		}
 		res := b.capacityOf(ctx, d, cold[d.Name()], limitPerTool)
 		b.res.Capacity = append(b.res.Capacity, res)
-		b.logf("   %-8s %d fit (%s); MemAvailable used per idle cluster %.0f MiB", d.Name(), res.Fit, res.Reason, res.MemPerCluster)
+		b.logf("   %-8s %d fit (%s); per idle cluster: MemAvailable %.0f MiB, CPU %.1f%% of a core", d.Name(), res.Fit, res.Reason, res.MemPerCluster, 100*res.CPUPerCluster)
 	}
 }
 
@@ -336,10 +373,28 @@ func (b *bench) capacityOf(ctx context.Context, d driver, cold []float64, limit 
 		}
 		sleep(ctx, b.opts.settle)
 	}
-	if n := len(res.Creates); n > 0 {
+	if n := len(res.Creates); n > 0 && ctx.Err() == nil {
 		res.MemPerCluster = max(0, (res.MemAvailableStart-memAvailableMiB())/float64(n))
+		res.CPUPerCluster = b.idleCPU(ctx, made) / float64(n)
 	}
 	return res
+}
+
+// idleCPU is how many cores the clusters' processes use together while
+// idle: after --idle, over --cpu-window.
+func (b *bench) idleCPU(ctx context.Context, clusters []*cluster) float64 {
+	procs := func() []process {
+		var all []process
+		for _, c := range clusters {
+			all = append(all, processesUnder(c.dir)...)
+		}
+		return all
+	}
+	// The last cluster made has only just settled: let its start-up end.
+	sleep(ctx, b.opts.idle)
+	before, t0 := cpuSeconds(procs()), time.Now()
+	sleep(ctx, b.opts.cpuWindow)
+	return max(0, cpuSeconds(procs())-before) / time.Since(t0).Seconds()
 }
 
 // claims runs BenchmarkClaimWarmPool at 1 and 20 concurrent claims.

@@ -18,6 +18,9 @@ type ephemeraDriver struct {
 	stateDir string
 	// version is the Kubernetes version flag; empty for the default.
 	version string
+	// nodesNoWait makes creates with nodes return when the API answers
+	// (--wait 0) instead of when the nodes are Ready.
+	nodesNoWait bool
 }
 
 var _ driver = (*ephemeraDriver)(nil)
@@ -26,10 +29,11 @@ func (e *ephemeraDriver) Name() string { return "ephemera" }
 
 func (e *ephemeraDriver) createArgs(name string, nodes int) []string {
 	args := []string{"--state-dir", e.stateDir, "create", "cluster", name, "--real-nodes", "0"}
-	if nodes == 0 {
-		args = append(args, "--wait", "0")
-	} else {
+	if nodes > 0 {
 		args = append(args, "--simulated-nodes", strconv.Itoa(nodes))
+	}
+	if nodes == 0 || e.nodesNoWait {
+		args = append(args, "--wait", "0")
 	}
 	if e.version != "" {
 		args = append(args, "--kubernetes-version", e.version)
@@ -66,7 +70,7 @@ func (e *ephemeraDriver) Commands() commands {
 	}
 	return commands{
 		create:      "`ephemera create cluster NAME --real-nodes 0 --wait 0" + version + "`",
-		createNodes: "`ephemera create cluster NAME --real-nodes 0 --simulated-nodes 3" + version + "` (waits for the nodes Ready and the default ServiceAccount)",
+		createNodes: "`ephemera create cluster NAME --real-nodes 0 --simulated-nodes 3" + version + "` (waits for the nodes Ready and the default ServiceAccount; in the `--wait 0` row it returns when the API answers)",
 		delete:      "`ephemera delete cluster NAME`",
 	}
 }

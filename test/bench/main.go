@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +43,7 @@ type options struct {
 	nodeRounds    int
 	capacityBound int
 	settle        time.Duration
+	cpuWindow     time.Duration
 	memReserve    float64
 	claimIters1   int
 	claimIters20  int
@@ -76,6 +78,7 @@ func (o *options) defaults() {
 	set(&o.realNodeIters, 5, 1)
 	setD(&o.idle, 15*time.Second, 5*time.Second)
 	setD(&o.settle, 3*time.Second, 2*time.Second)
+	setD(&o.cpuWindow, 10*time.Second, 3*time.Second)
 	setD(&o.budget, 15*time.Minute, 8*time.Minute)
 	setD(&o.goTestTimeout, 8*time.Minute, 5*time.Minute)
 	if o.memReserve == 0 {
@@ -134,6 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.nodeRounds, "node-rounds", 0, "rounds of create → nodes Ready + Deployment Available (default 5, quick 2)")
 	fs.IntVar(&o.capacityBound, "capacity-bound", 0, "most idle clusters per tool in the capacity run (default 12, quick 3)")
 	fs.DurationVar(&o.settle, "settle", 0, "pause after each create of the capacity run (default 3s, quick 2s)")
+	fs.DurationVar(&o.cpuWindow, "cpu-window", 0, "how long the CPU of the idle clusters is measured at the end of a capacity run (default 10s, quick 3s)")
 	fs.Float64Var(&o.memReserve, "mem-reserve", 0, "MiB of MemAvailable the capacity run leaves free (default 2048)")
 	fs.IntVar(&o.claimIters1, "claim-iters-1", 0, "iterations of single claims (default 10, quick 3)")
 	fs.IntVar(&o.claimIters20, "claim-iters-20", 0, "iterations of 20 concurrent claims (default 2, quick 1)")
@@ -258,6 +262,7 @@ func measure(ctx context.Context, o options, log io.Writer) (*results, error) {
 			Argv:    o.argv(),
 			Mode:    map[bool]string{true: "quick", false: "default"}[o.quick],
 			Tools:   []string{eph.Name(), kw.Name(), et.Name()},
+			Cores:   runtime.NumCPU(),
 			How:     map[string]commands{eph.Name(): eph.Commands(), kw.Name(): kw.Commands(), et.Name(): et.Commands()},
 		},
 	}
@@ -304,7 +309,9 @@ func measure(ctx context.Context, o options, log io.Writer) (*results, error) {
 	if !o.skips("compare") {
 		b.createDelete(ctx, peers*20/100)
 		b.idleRSS(ctx, peers*18/100)
-		b.nodes(ctx, peers*18/100)
+		noWait := *eph
+		noWait.nodesNoWait = true
+		b.nodes(ctx, &noWait, peers*18/100)
 	}
 	if !o.skips("capacity") {
 		b.capacity(ctx, peers*44/100/3)
@@ -320,15 +327,30 @@ func measure(ctx context.Context, o options, log io.Writer) (*results, error) {
 	if !o.skips("server") && ctx.Err() == nil {
 		b.claims(ctx, e2e, share)
 	}
+	if s, ok := summarize(b.loads); ok {
+		b.res.Facts = append(b.res.Facts, fact{"1-min load average before each side-by-side scenario", fmt.Sprintf("%.2f to %.2f", s.Min, s.Max)})
+	}
 	b.res.Facts = append(b.res.Facts, fact{"load average at end (1, 5, 15 min)", loadAverage()})
-	b.res.Notes = append(b.res.Notes, noiseNote())
+	b.res.Notes = append(b.res.Notes, noiseNote(b.loads, runtime.NumCPU()))
 	b.res.Duration = time.Since(started)
 	return b.res, nil
 }
 
-// noiseNote warns that the machine may have been busy.
-func noiseNote() string {
-	return "The machine is shared: other work (tests of other engineers) may run at the same time, and " +
-		"the load averages above show how busy it was. A load average above the core count means the " +
-		"numbers are noisy; compare the ratios, which come from alternating runs, rather than absolute values."
+// noiseNote says how busy the machine was before the side-by-side
+// scenarios, when none of the run's own clusters ran.
+func noiseNote(loads []float64, cores int) string {
+	const shared = "The machine is shared with other engineers' tests. "
+	s, ok := summarize(loads)
+	switch {
+	case !ok:
+		return shared + "Its load was not sampled."
+	case s.Max > float64(cores):
+		return shared + fmt.Sprintf("Before some of the side-by-side scenarios its 1-minute load average "+
+			"was up to %.1f on %d cores: other work competed for the CPU, so absolute numbers are noisy. "+
+			"The ratios come from alternating runs, and are steadier.", s.Max, cores)
+	default:
+		return shared + fmt.Sprintf("Its 1-minute load average stayed at or below %.1f on %d cores before "+
+			"the side-by-side scenarios (the load at the end includes this run's own 22 warm clusters of the "+
+			"server benchmark).", s.Max, cores)
+	}
 }

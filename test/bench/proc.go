@@ -149,3 +149,40 @@ func describe(procs []process) string {
 	slices.Sort(s)
 	return strings.Join(s, ", ")
 }
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuSeconds sums the CPU time (user and system) the processes used so far.
+func cpuSeconds(procs []process) float64 {
+	total := 0.0
+	for _, p := range procs {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.pid), "stat"))
+		if err != nil {
+			continue
+		}
+		total += statCPU(string(b))
+	}
+	return total
+}
+
+// statCPU reads utime + stime (seconds) from a /proc/PID/stat line. The
+// command name in parentheses may hold spaces, so fields count from the
+// last ')'.
+func statCPU(stat string) float64 {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return (utime + stime) / clockTicks
+}

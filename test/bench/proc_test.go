@@ -50,3 +50,26 @@ func TestOptionsDefaults(t *testing.T) {
 		t.Error("parseFlags accepted an unknown scenario")
 	}
 }
+
+func TestStatCPU(t *testing.T) {
+	// pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+	stat := "4242 (kube controller) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 12 0 100 0 0\n"
+	if got, want := statCPU(stat), 3.0; got != want {
+		t.Errorf("statCPU = %v, want %v", got, want)
+	}
+	if got := statCPU("garbage"); got != 0 {
+		t.Errorf("statCPU of garbage = %v, want 0", got)
+	}
+}
+
+func TestNoiseNote(t *testing.T) {
+	if got := noiseNote([]float64{0.5, 3.5}, 2); !strings.Contains(got, "up to 3.5 on 2 cores") {
+		t.Errorf("busy machine: %q", got)
+	}
+	if got := noiseNote([]float64{0.5, 1.5}, 2); !strings.Contains(got, "at or below 1.5 on 2 cores") {
+		t.Errorf("quiet machine: %q", got)
+	}
+	if got := noiseNote(nil, 2); !strings.Contains(got, "not sampled") {
+		t.Errorf("no samples: %q", got)
+	}
+}

@@ -139,9 +139,15 @@ func sampleCounts(tools []string, m *metric) string {
 	return strings.Join(counts, "/")
 }
 
-// capacityTable renders the idle-cluster runs.
-func capacityTable(cs []capacity, bound int) *table {
-	t := &table{header: []string{"tool", "idle clusters that fit", "why the run stopped", "create → API usable (s): cold median; first → last create of the run", "MemAvailable used per idle cluster (MiB)", "idle clusters MemAvailable would hold (projected)"}}
+// capacityTable renders the idle-cluster runs. The projections divide
+// what the machine had by what one idle cluster took: MemAvailable at the
+// start for memory, half the cores for CPU (the point where, roughly, a
+// create competing with idle clusters takes twice as long).
+func capacityTable(cs []capacity, cores int) *table {
+	t := &table{header: []string{"tool", "idle clusters that fit", "why the run stopped",
+		"create → API usable (s): cold median; first → last create of the run",
+		"per idle cluster: MemAvailable used (MiB), CPU (% of a core)",
+		"projected: idle clusters in MemAvailable, in half the cores"}}
 	for _, c := range cs {
 		fit := strconv.Itoa(c.Fit)
 		if c.Reason == reasonBound {
@@ -151,12 +157,19 @@ func capacityTable(cs []capacity, bound int) *table {
 		if len(c.Creates) > 0 {
 			creates = fmt.Sprintf("%s; %s → %s", number(c.Baseline, "s"), number(c.Creates[0], "s"), number(c.Creates[len(c.Creates)-1], "s"))
 		}
-		mem, projected := "—", "—"
-		if c.MemPerCluster > 0 {
-			mem = number(c.MemPerCluster, "MiB")
-			projected = "~" + strconv.Itoa(int(c.MemAvailableStart/c.MemPerCluster))
+		per, projected := "—", "—"
+		if c.MemPerCluster > 0 || c.CPUPerCluster > 0 {
+			per = fmt.Sprintf("%s MiB, %s%%", number(c.MemPerCluster, "MiB"), strconv.FormatFloat(100*c.CPUPerCluster, 'f', 1, 64))
+			mem, cpu := "—", "—"
+			if c.MemPerCluster > 0 {
+				mem = "~" + strconv.Itoa(int(c.MemAvailableStart/c.MemPerCluster))
+			}
+			if c.CPUPerCluster > 0 {
+				cpu = "~" + strconv.Itoa(int(float64(cores)/2/c.CPUPerCluster))
+			}
+			projected = mem + ", " + cpu
 		}
-		t.add(c.Tool, fit, c.Reason, creates, mem, projected)
+		t.add(c.Tool, fit, c.Reason, creates, per, projected)
 	}
 	return t
 }

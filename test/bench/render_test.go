@@ -65,14 +65,14 @@ func TestCompareTable(t *testing.T) {
 
 func TestCapacityTable(t *testing.T) {
 	got := capacityTable([]capacity{
-		{Tool: "ephemera", Baseline: 1, Creates: []float64{1, 1.1, 1.3}, Fit: 3, Reason: reasonBound, MemAvailableStart: 20000, MemPerCluster: 250},
+		{Tool: "ephemera", Baseline: 1, Creates: []float64{1, 1.1, 1.3}, Fit: 3, Reason: reasonBound, MemAvailableStart: 20000, MemPerCluster: 250, CPUPerCluster: 0.04},
 		{Tool: "kwokctl", Baseline: 2, Creates: []float64{2, 4.5, 4.6}, Fit: 1, Reason: reasonDoubled},
-	}, 3).String()
+	}, 2).String()
 	for _, want := range []string{
 		"| ephemera | ≥ 3 ",
 		"| 1.00; 1.00 → 1.30 ",
-		"| 250 ",
-		"| ~80 ",
+		"| 250 MiB, 4.0% ",
+		"| ~80, ~25 ",
 		"| kwokctl  | 1 ",
 		"| " + reasonDoubled + " |",
 	} {

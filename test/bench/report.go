@@ -51,10 +51,12 @@ func report(r *results) string {
 		p("Per tool, one idle cluster after another (created as in *cold create*, then a few seconds to settle) "+
 			"until two creates in a row take over twice the tool's cold-create median, MemAvailable falls "+
 			"below the reserve, or the bound (%d clusters) is reached; then all are deleted. The memory "+
-			"columns divide the drop of MemAvailable by the clusters running and project how many idle "+
-			"clusters the MemAvailable at the start would hold (MemAvailable is machine-wide: other work "+
-			"on a shared machine moves it, and clusters that share binaries share their pages).\n\n", r.CapacityBound)
-		p("%s\n", capacityTable(r.Capacity, r.CapacityBound))
+			"columns, read while the clusters of the run idle: the drop of MemAvailable divided by the "+
+			"clusters running (machine-wide: other work on a shared machine moves it, and clusters that "+
+			"share binaries share their pages), and the CPU time of their processes over a few seconds. "+
+			"The projections divide MemAvailable at the start, and half the cores (about where a create "+
+			"competing with idle clusters takes twice as long), by those.\n\n", r.CapacityBound)
+		p("%s\n", capacityTable(r.Capacity, r.Cores))
 	}
 
 	if len(r.Claims) > 0 {

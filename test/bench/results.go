@@ -16,8 +16,10 @@ type results struct {
 	Capacity []capacity
 	// CapacityBound is the most idle clusters a capacity run creates.
 	CapacityBound int
-	Claims        []claimResult
-	RealNode      *realNodeResult
+	// Cores is the machine's CPU count.
+	Cores    int
+	Claims   []claimResult
+	RealNode *realNodeResult
 	// How tells per tool how each step was driven.
 	How      map[string]commands
 	Notes    []string
@@ -62,6 +64,8 @@ type capacity struct {
 	MemAvailableStart float64
 	// MemPerCluster is the drop of MemAvailable (MiB) per idle cluster.
 	MemPerCluster float64
+	// CPUPerCluster is the CPU (cores) one idle cluster uses.
+	CPUPerCluster float64
 }
 
 // claimResult is BenchmarkClaimWarmPool at one concurrency.
