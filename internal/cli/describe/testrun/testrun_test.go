@@ -146,7 +146,7 @@ Runner:
   Command:      -
   Args:         -v 'it'\''s'
   Artifacts:    /artifacts
-Timeout:        30m0s (default)
+Timeout:        1h0m0s (default)
 On failure:     Delete the cluster (default)
 Started:        ` + local(-90*time.Second) + ` (90s ago)
 Completed:      -
@@ -181,7 +181,7 @@ Runner:
   Image:        e2e:v1
   Command:      -
   Artifacts:    /out
-Timeout:        30m0s (default)
+Timeout:        1h0m0s (default)
 On failure:     Delete the cluster
 TestCluster:    -
 Kubernetes:     -
