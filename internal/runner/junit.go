@@ -111,20 +111,7 @@ func cmpOr(a, b string) string {
 // an error naming it.
 func ReadJUnitDir(dir string) (Result, error) {
 	var total Result
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && path == dir {
-				return fs.SkipAll
-			}
-			return err
-		}
-		if d.IsDir() || !strings.EqualFold(filepath.Ext(path), ".xml") {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
+	err := walkReports(dir, func(path string, data []byte) error {
 		r, err := ParseJUnit(data)
 		if err != nil {
 			return fmt.Errorf("read JUnit report %s: %w", path, err)
@@ -139,4 +126,25 @@ func ReadJUnitDir(dir string) (Result, error) {
 	})
 	slices.Sort(total.Failing)
 	return total, err
+}
+
+// walkReports calls fn with every *.xml file under dir, in lexical order;
+// a missing dir has none.
+func walkReports(dir string, fn func(path string, data []byte) error) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && path == dir {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if d.IsDir() || !strings.EqualFold(filepath.Ext(path), ".xml") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return fn(path, data)
+	})
 }

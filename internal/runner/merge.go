@@ -5,10 +5,6 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 )
 
 // CellPropertyName is the JUnit suite property MergeJUnit records a
@@ -58,20 +54,7 @@ func MergeJUnit(w io.Writer, cells []Cell) error {
 
 func readRawSuites(dir string) ([]rawSuite, error) {
 	var all []rawSuite
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if os.IsNotExist(err) && path == dir {
-				return fs.SkipAll
-			}
-			return err
-		}
-		if d.IsDir() || !strings.EqualFold(filepath.Ext(path), ".xml") {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
+	err := walkReports(dir, func(path string, data []byte) error {
 		var root rawSuites
 		if err := xml.Unmarshal(data, &root); err == nil {
 			all = append(all, root.Suites...)
