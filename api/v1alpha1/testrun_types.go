@@ -136,6 +136,7 @@ type TestRunner struct {
 	// imagePullPolicy is the container's; Kubernetes' default applies when
 	// unset (IfNotPresent, or Always for a latest tag).
 	// +optional
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 }
 

@@ -128,8 +128,8 @@ func ReadJUnitDir(dir string) (Result, error) {
 	return total, err
 }
 
-// walkReports calls fn with every *.xml file under dir, in lexical order;
-// a missing dir has none.
+// walkReports calls fn with every regular *.xml file under dir, in lexical
+// order; a missing dir has none.
 func walkReports(dir string, fn func(path string, data []byte) error) error {
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -138,7 +138,9 @@ func walkReports(dir string, fn func(path string, data []byte) error) error {
 			}
 			return err
 		}
-		if d.IsDir() || !strings.EqualFold(filepath.Ext(path), ".xml") {
+		// Regular files only: a link (a test may write one) is not
+		// followed out of dir.
+		if !d.Type().IsRegular() || !strings.EqualFold(filepath.Ext(path), ".xml") {
 			return nil
 		}
 		data, err := os.ReadFile(path)

@@ -84,3 +84,25 @@ func TestReadJUnitDir(t *testing.T) {
 		t.Errorf("a bad report: %v, want an error naming bad.xml", err)
 	}
 }
+
+func TestReadJUnitDirSkipsLinks(t *testing.T) {
+	outside := t.TempDir()
+	target := filepath.Join(outside, "other.xml")
+	if err := os.WriteFile(target, []byte(goJUnit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "own.xml"), []byte(pytestJUnit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "link.xml")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadJUnitDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tests != 2 || len(got.Files) != 1 {
+		t.Errorf("read %d tests from %v, want only own.xml's 2: a link is not followed", got.Tests, got.Files)
+	}
+}

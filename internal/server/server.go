@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -132,7 +133,17 @@ func Run(ctx context.Context, opts Options) error {
 
 	extra := map[string]http.Handler{}
 	if opts.ArtifactsRoot != "" {
-		extra[testrun.ArtifactsPath] = http.StripPrefix(testrun.ArtifactsPath, http.FileServer(http.Dir(opts.ArtifactsRoot)))
+		// Runner pods write there: serve it through an os.Root, so links
+		// they leave cannot reach out of it.
+		if err := os.MkdirAll(opts.ArtifactsRoot, 0o755); err != nil {
+			return err
+		}
+		root, err := os.OpenRoot(opts.ArtifactsRoot)
+		if err != nil {
+			return err
+		}
+		defer root.Close()
+		extra[testrun.ArtifactsPath] = http.StripPrefix(testrun.ArtifactsPath, http.FileServerFS(root.FS()))
 	}
 	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
 		Scheme:                  scheme,
@@ -207,7 +218,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	trr := &testrun.Reconciler{
-		Client: mgr.GetClient(), Kube: kube, ArtifactsRoot: opts.ArtifactsRoot, ExternalURL: opts.ExternalURL, Now: now,
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Kube: kube, ArtifactsRoot: opts.ArtifactsRoot, ExternalURL: opts.ExternalURL, Now: now,
 		Events: mgr.GetEventRecorder("ephemera-testrun"),
 	}
 	if opts.Gateway != nil {

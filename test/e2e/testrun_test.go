@@ -370,6 +370,30 @@ func TestTestRuns(t *testing.T) {
 		}
 	})
 
+	t.Run("a run deleted and created again under its name runs again", func(t *testing.T) {
+		// A CI job that retries does this: the old run's cluster (held
+		// here) is still going when the new run starts.
+		first := testRun("again", "--fail")
+		first.Spec.OnFailure = v1alpha1.FailureHold
+		if err := c.Create(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		if run := s.waitRun(ctx, t, "again"); run.Status.HeldUntil == nil {
+			t.Fatalf("the first run holds no cluster: %s", completeReason(run))
+		}
+		if err := c.Delete(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		s.waitGone(ctx, t, &v1alpha1.TestRun{ObjectMeta: metav1.ObjectMeta{Name: "again", Namespace: "default"}})
+		if err := c.Create(ctx, testRun("again")); err != nil {
+			t.Fatal(err)
+		}
+		run := s.waitRun(ctx, t, "again")
+		if run.Status.Phase != v1alpha1.TestRunSucceeded {
+			t.Errorf("phase %s (%s), want Succeeded", run.Status.Phase, completeReason(run))
+		}
+	})
+
 	t.Run("a matrix runs one cell per version and merges their JUnit", func(t *testing.T) {
 		run := s.waitRun(ctx, t, "matrix")
 		if run.Status.Phase != v1alpha1.TestRunSucceeded {

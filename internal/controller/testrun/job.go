@@ -54,28 +54,39 @@ const EnvTestRun = "EPHEMERA_TESTRUN"
 func runnerSecretName(run *v1alpha1.TestRun) string { return run.Name + "-runner" }
 
 // ensureJob creates the runner Secret and Job once, and returns the Job.
-func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v1alpha1.TestCluster) (*batchv1.Job, error) {
-	job := &batchv1.Job{}
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Name}, job)
+// A problem that retrying cannot mend (a name taken, a Job the API
+// refuses, the Job deleted under the run) comes back as problem, for the
+// run to end with.
+func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v1alpha1.TestCluster) (job *batchv1.Job, problem string, err error) {
+	job = &batchv1.Job{}
+	key := types.NamespacedName{Namespace: run.Namespace, Name: run.Name}
+	err = r.Client.Get(ctx, key, job)
+	if apierrors.IsNotFound(err) && run.Status.Job != "" && r.Reader != nil {
+		// The cache may not have the Job just made: ask the API.
+		err = r.Reader.Get(ctx, key, job)
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Sprintf("the runner Job %q was deleted while the run was under way", run.Status.Job), nil
+		}
+	}
 	if err == nil {
 		if !metav1.IsControlledBy(job, run) {
-			return nil, fmt.Errorf("a Job named %q exists already and is not this run's", run.Name)
+			return nil, fmt.Sprintf("a Job named %q exists already and is not this run's: delete it, or rename the run", run.Name), nil
 		}
 		if r.Gateway != nil && run.Status.CompletionTime == nil {
 			// After a restart of the server, open the gateway again, on
 			// the address the runner's kubeconfig names.
 			if _, err := r.runnerKubeconfig(ctx, run, tc, r.exposedAt(ctx, run)); err != nil {
-				return nil, err
+				return nil, "", err
 			}
 		}
-		return job, nil
+		return job, "", nil
 	}
 	if !apierrors.IsNotFound(err) {
-		return nil, err
+		return nil, "", err
 	}
 	kubeconfig, err := r.runnerKubeconfig(ctx, run, tc, "")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: runnerSecretName(run), Namespace: run.Namespace, Labels: map[string]string{LabelTestRun: run.Name}},
@@ -83,38 +94,48 @@ func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v
 		Data:       map[string][]byte{kubeconfigKey: kubeconfig.data},
 	}
 	if err := controllerutil.SetControllerReference(run, secret, r.Client.Scheme()); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := r.Client.Create(ctx, secret); apierrors.IsAlreadyExists(err) {
+		old := &corev1.Secret{}
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(secret), old); err != nil {
+			return nil, "", err
+		}
+		if !metav1.IsControlledBy(old, run) {
+			return nil, fmt.Sprintf("a Secret named %q exists already and is not this run's: delete it, or rename the run", secret.Name), nil
+		}
+		secret.ResourceVersion = old.ResourceVersion
 		if err := r.Client.Update(ctx, secret); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	} else if err != nil {
-		return nil, fmt.Errorf("create the runner's kubeconfig Secret: %w", err)
+		return nil, "", fmt.Errorf("create the runner's kubeconfig Secret: %w", err)
 	}
 	if dir := r.artifactsDir(run); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("make the run's artefacts dir: %w", err)
+			return nil, "", fmt.Errorf("make the run's artefacts dir: %w", err)
 		}
 		// The runner may run as any user; the dir is bind-mounted alone,
 		// so its private parents stay closed.
 		if err := os.Chmod(dir, 0o777); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		run.Status.Artifacts = dir
 	}
 	job = r.buildJob(run, tc, kubeconfig.endpoint)
 	if err := controllerutil.SetControllerReference(run, job, r.Client.Scheme()); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if err := r.Client.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("create the runner Job: %w", err)
+	if err := r.Client.Create(ctx, job); apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+		return nil, fmt.Sprintf("the runner Job was refused: %v", err), nil
+	} else if err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, "", fmt.Errorf("create the runner Job: %w", err)
 	}
 	now := metav1.NewTime(r.Now())
 	run.Status.Job, run.Status.StartTime = job.Name, &now
 	log.FromContext(ctx).Info("Started TestRun", "testrun", klog.KObj(run), "job", job.Name, "cluster", tc.Spec.ClusterName, "image", run.Spec.Runner.Image)
 	r.event(run, v1alpha1.ReasonRunning, "Start", fmt.Sprintf("Job %q runs %s against TestCluster %q (Kubernetes %s)", job.Name, run.Spec.Runner.Image, tc.Name, tc.Status.KubernetesVersion))
-	return job, nil
+	return job, "", nil
 }
 
 type runnerConfig struct {
@@ -255,15 +276,28 @@ type jobOutcome struct {
 func (r *Reconciler) observeJob(ctx context.Context, run *v1alpha1.TestRun, job *batchv1.Job) jobOutcome {
 	pod := r.runnerPod(ctx, job)
 	var exit *int32
+	started := false
 	if pod != nil {
 		for _, cs := range pod.Status.ContainerStatuses {
-			if cs.Name == containerName && cs.State.Terminated != nil {
-				exit = ptr.To(cs.State.Terminated.ExitCode)
+			if cs.Name != containerName {
+				continue
 			}
+			if t := cs.State.Terminated; t != nil {
+				exit = ptr.To(t.ExitCode)
+				started = !t.StartedAt.IsZero()
+			}
+			started = started || cs.State.Running != nil
 		}
 	}
 	if c, done := jobFinished(job); done {
-		return jobOutcomeOf(run, c, exit)
+		// The Job controller deletes the pod at the deadline: without
+		// it, nothing says the container never ran.
+		known := pod == nil || started
+		if !known {
+			c = c.DeepCopy()
+			c.Message = podPendingMessage(pod)
+		}
+		return jobOutcomeOf(run, c, exit, known)
 	}
 	if pod == nil {
 		return jobOutcome{message: fmt.Sprintf("waiting for Job %q to start its pod", job.Name), recheck: 5 * time.Second}
@@ -281,22 +315,35 @@ func (r *Reconciler) observeJob(ctx context.Context, run *v1alpha1.TestRun, job 
 		}
 	}
 	if pod.Status.Phase == corev1.PodPending {
-		msg := fmt.Sprintf("runner pod %q is Pending", pod.Name)
-		for _, c := range pod.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-				msg += ": " + c.Message + " (in embedded mode the management plane needs its node: serve --runner-node)"
-			}
-		}
-		return jobOutcome{message: msg, recheck: 5 * time.Second}
+		return jobOutcome{message: podPendingMessage(pod), recheck: 5 * time.Second}
 	}
 	return jobOutcome{message: fmt.Sprintf("the tests run in pod %q", pod.Name), recheck: time.Minute}
 }
 
+// podPendingMessage says what a pod that has not started waits for.
+func podPendingMessage(pod *corev1.Pod) string {
+	msg := fmt.Sprintf("runner pod %q is %s", pod.Name, pod.Status.Phase)
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			msg += ": " + c.Message + " (in embedded mode the management plane needs its node: serve --runner-node)"
+		}
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil {
+			msg += fmt.Sprintf(": container waiting (%s %s)", w.Reason, w.Message)
+		}
+	}
+	return msg
+}
+
 // jobOutcomeOf says how a finished Job ended.
-func jobOutcomeOf(run *v1alpha1.TestRun, c *batchv1.JobCondition, exit *int32) jobOutcome {
+// started is false only when the pod shows its container never ran.
+func jobOutcomeOf(run *v1alpha1.TestRun, c *batchv1.JobCondition, exit *int32, started bool) jobOutcome {
 	switch {
 	case c.Type == batchv1.JobComplete:
 		return jobOutcome{reason: v1alpha1.ReasonPassed, message: "the tests passed", exitCode: exit}
+	case c.Reason == batchv1.JobReasonDeadlineExceeded && exit == nil && !started:
+		return jobOutcome{reason: v1alpha1.ReasonRunnerError, message: fmt.Sprintf("the runner never started within the timeout (%s): %s", run.Spec.TimeoutOrDefault(), c.Message)}
 	case c.Reason == batchv1.JobReasonDeadlineExceeded:
 		return jobOutcome{reason: v1alpha1.ReasonTimedOut, message: fmt.Sprintf("the tests ran past the timeout (%s) and were stopped", run.Spec.TimeoutOrDefault()), exitCode: exit}
 	case exit != nil:
@@ -333,15 +380,25 @@ func (r *Reconciler) saveLog(ctx context.Context, run *v1alpha1.TestRun, job *ba
 			return err
 		}
 		defer stream.Close()
-		f, err := os.Create(filepath.Join(dir, logFile))
+		// The dir is the runner's too: write a new file and rename it over
+		// test.log, so a link the runner left there is replaced, not
+		// followed.
+		f, err := os.CreateTemp(dir, ".test.log-*")
 		if err != nil {
 			return err
 		}
+		defer os.Remove(f.Name())
 		if _, err := io.Copy(f, stream); err != nil {
 			f.Close()
 			return err
 		}
-		return f.Close()
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Chmod(f.Name(), 0o644); err != nil {
+			return err
+		}
+		return os.Rename(f.Name(), filepath.Join(dir, logFile))
 	}()
 	if err != nil {
 		log.FromContext(ctx).Info("Could not keep the runner's log", "testrun", klog.KObj(run), "error", err.Error())

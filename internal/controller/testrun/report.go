@@ -26,6 +26,12 @@ const reportRetry = 30 * time.Second
 // DefaultTokenKey is the Secret key of a forge token when none is named.
 const DefaultTokenKey = "token"
 
+// refusal is a forge's answer that retrying cannot change.
+type refusal struct {
+	state   report.State
+	message string
+}
+
 // forge is one report target of a run.
 type forge struct {
 	provider string
@@ -59,6 +65,11 @@ func (r *Reconciler) reportStatus(ctx context.Context, run *v1alpha1.TestRun) (r
 	for _, f := range fs {
 		entry := f.provider + "=" + string(state)
 		key := string(run.UID) + "/" + f.provider
+		if v, ok := r.refused.Load(key); ok && v.(refusal).state == state {
+			// Refused in this state already: wait for the next one.
+			problems = append(problems, v.(refusal).message)
+			continue
+		}
 		if last, ok := r.posted.Load(key); ok && last == state || slices.Contains(run.Status.Reported, entry) {
 			// Posted already (status.reported lags behind when the
 			// cache does).
@@ -76,6 +87,8 @@ func (r *Reconciler) reportStatus(ctx context.Context, run *v1alpha1.TestRun) (r
 			var forgeErr *report.Error
 			if !errors.As(err, &forgeErr) || forgeErr.Retryable() {
 				retry = true
+			} else {
+				r.refused.Store(key, refusal{state: state, message: problems[len(problems)-1]})
 			}
 			continue
 		}
@@ -112,7 +125,9 @@ func (r *Reconciler) post(ctx context.Context, run *v1alpha1.TestRun, f forge, s
 	newReporter := r.NewReporter
 	if newReporter == nil {
 		newReporter = func(t report.Target, token string) (report.Reporter, error) {
-			return report.New(t, token, report.Options{})
+			// Few, short retries: a worker waits on them, and the run is
+			// requeued for more.
+			return report.New(t, token, report.Options{Retries: 2, MaxBackoff: 5 * time.Second})
 		}
 	}
 	rep, err := newReporter(report.Target{

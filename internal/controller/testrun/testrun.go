@@ -64,6 +64,9 @@ type ReporterFunc func(t report.Target, token string) (report.Reporter, error)
 type Reconciler struct {
 	// Client reads through the manager's cache and writes to the API.
 	Client client.Client
+	// Reader reads the API directly, to tell an object just made (not yet
+	// in the cache) from one deleted.
+	Reader client.Reader
 	// Kube reads runner pods' logs.
 	Kube kubernetes.Interface
 	// Gateway, when set, is how runner pods reach clusters; nil means they
@@ -88,7 +91,9 @@ type Reconciler struct {
 	// Now is the clock.
 	Now func() time.Time
 
-	posted sync.Map // run UID/forge → the report.State last posted
+	posted   sync.Map // run UID/forge → the report.State last posted
+	refused  sync.Map // run UID/forge → refusal{state, message}: not tried again in that state
+	finished sync.Map // run UID → true once its Complete status is written
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -106,6 +111,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if err := r.Client.Patch(ctx, run, client.MergeFrom(base)); err != nil {
 			return reconcile.Result{}, client.IgnoreNotFound(err)
 		}
+	}
+	if _, done := r.finished.Load(run.UID); done && !isComplete(run) {
+		// The cache has not caught up with the run's end: act on
+		// nothing (no second Job, no second status) until it has.
+		return reconcile.Result{RequeueAfter: time.Second}, nil
 	}
 	base := run.DeepCopy()
 	var res reconcile.Result
@@ -133,13 +143,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			return reconcile.Result{}, perr
 		}
 	}
+	if isComplete(run) {
+		r.finished.Store(run.UID, true)
+	}
 	return res, err
+}
+
+func isComplete(run *v1alpha1.TestRun) bool {
+	c := meta.FindStatusCondition(run.Status.Conditions, v1alpha1.ConditionComplete)
+	return c != nil && c.Status == metav1.ConditionTrue
 }
 
 // reconcileRun drives one run (not a matrix) through cluster, Job and
 // results.
 func (r *Reconciler) reconcileRun(ctx context.Context, run *v1alpha1.TestRun) (reconcile.Result, error) {
-	if complete := meta.FindStatusCondition(run.Status.Conditions, v1alpha1.ConditionComplete); complete != nil && complete.Status == metav1.ConditionTrue {
+	if isComplete(run) {
 		return reconcile.Result{}, nil
 	}
 	tc, res, err := r.ensureTestCluster(ctx, run)
@@ -171,21 +189,17 @@ func (r *Reconciler) reconcileRun(ctx context.Context, run *v1alpha1.TestRun) (r
 	setCondition(run, v1alpha1.ConditionClusterReady, metav1.ConditionTrue, v1alpha1.ReasonReady,
 		fmt.Sprintf("TestCluster %q is ready (cluster %q, Kubernetes %s)", tc.Name, tc.Spec.ClusterName, tc.Status.KubernetesVersion))
 
-	job, err := r.ensureJob(ctx, run, tc)
+	job, problem, err := r.ensureJob(ctx, run, tc)
 	if err != nil {
 		return reconcile.Result{}, err
+	}
+	if problem != "" {
+		return r.finish(ctx, run, tc, v1alpha1.ReasonRunnerError, problem)
 	}
 	out := r.observeJob(ctx, run, job)
 	if out.reason == "" {
 		setCondition(run, v1alpha1.ConditionComplete, metav1.ConditionFalse, v1alpha1.ReasonRunning, out.message)
 		return reconcile.Result{RequeueAfter: out.recheck}, nil
-	}
-	if out.reason == v1alpha1.ReasonRunnerError {
-		// The pod cannot start (no image, bad config): stop it trying.
-		propagation := metav1.DeletePropagationBackground
-		if err := r.Client.Delete(ctx, job, &client.DeleteOptions{PropagationPolicy: &propagation}); err != nil && !apierrors.IsNotFound(err) {
-			return reconcile.Result{}, err
-		}
 	}
 	run.Status.ExitCode = out.exitCode
 	reason, msg := out.reason, out.message
@@ -211,6 +225,10 @@ func (r *Reconciler) ensureTestCluster(ctx context.Context, run *v1alpha1.TestRu
 	src := run.Spec.Cluster
 	if src.TestClusterRef != "" {
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: src.TestClusterRef}, tc)
+		if apierrors.IsNotFound(err) && run.Status.Job != "" {
+			msg := fmt.Sprintf("TestCluster %q was deleted while the run was under way", src.TestClusterRef)
+			return nil, reconcile.Result{}, r.finishNoCluster(ctx, run, msg)
+		}
 		if apierrors.IsNotFound(err) {
 			msg := fmt.Sprintf("TestCluster %q not found in namespace %q: create it, or name another in spec.cluster.testClusterRef", src.TestClusterRef, run.Namespace)
 			setCondition(run, v1alpha1.ConditionClusterReady, metav1.ConditionFalse, v1alpha1.ReasonWaiting, msg)
@@ -222,6 +240,14 @@ func (r *Reconciler) ensureTestCluster(ctx context.Context, run *v1alpha1.TestRu
 	err := r.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Name}, tc)
 	if err == nil {
 		if !metav1.IsControlledBy(tc, run) {
+			if owner := metav1.GetControllerOf(tc); !tc.DeletionTimestamp.IsZero() || (owner != nil && owner.Kind == "TestRun" && owner.Name == run.Name) {
+				// An earlier run of this name, deleted: its cluster is
+				// going (the garbage collector deletes it).
+				msg := fmt.Sprintf("waiting for TestCluster %q of an earlier run named %q to go", tc.Name, run.Name)
+				setCondition(run, v1alpha1.ConditionClusterReady, metav1.ConditionFalse, v1alpha1.ReasonWaiting, msg)
+				setCondition(run, v1alpha1.ConditionComplete, metav1.ConditionFalse, v1alpha1.ReasonWaiting, msg)
+				return nil, reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+			}
 			msg := fmt.Sprintf("a TestCluster named %q exists already and is not this run's: delete it, or rename the run", run.Name)
 			return nil, reconcile.Result{}, r.finishNoCluster(ctx, run, msg)
 		}
@@ -273,12 +299,28 @@ func (r *Reconciler) finish(ctx context.Context, run *v1alpha1.TestRun, tc *v1al
 		r.Gateway.Release(string(run.UID))
 	}
 	// The runner's copy of the kubeconfig goes with the run's end.
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: run.Namespace, Name: runnerSecretName(run)}}
-	if err := r.Client.Delete(ctx, secret); err != nil && !apierrors.IsNotFound(err) {
-		return reconcile.Result{}, err
+	secret := &corev1.Secret{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: runnerSecretName(run)}, secret); err == nil && metav1.IsControlledBy(secret, run) {
+		if err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return reconcile.Result{}, err
+		}
+	}
+	if reason == v1alpha1.ReasonRunnerError || reason == v1alpha1.ReasonClusterError {
+		// The pod cannot start, or its cluster is gone: stop it.
+		job := &batchv1.Job{}
+		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Name}, job); err == nil && metav1.IsControlledBy(job, run) {
+			if _, done := jobFinished(job); !done {
+				propagation := metav1.DeletePropagationBackground
+				if err := r.Client.Delete(ctx, job, &client.DeleteOptions{PropagationPolicy: &propagation}); err != nil && !apierrors.IsNotFound(err) {
+					return reconcile.Result{}, err
+				}
+			}
+		}
 	}
 	if tc != nil && metav1.IsControlledBy(tc, run) && tc.DeletionTimestamp.IsZero() {
-		if reason != v1alpha1.ReasonPassed && run.Spec.OnFailure == v1alpha1.FailureHold {
+		// Only a cluster that was ready is worth keeping.
+		keep := reason != v1alpha1.ReasonPassed && reason != v1alpha1.ReasonClusterError && run.Spec.OnFailure == v1alpha1.FailureHold
+		if keep {
 			hold := run.Spec.HoldForOrDefault()
 			until := metav1.NewTime(now.Add(hold))
 			base := tc.DeepCopy()
@@ -317,7 +359,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, run *v1alpha1.TestRun)
 	}
 	for _, f := range forges(run) {
 		r.posted.Delete(string(run.UID) + "/" + f.provider)
+		r.refused.Delete(string(run.UID) + "/" + f.provider)
 	}
+	r.finished.Delete(run.UID)
 	base := run.DeepCopy()
 	controllerutil.RemoveFinalizer(run, Finalizer)
 	return client.IgnoreNotFound(r.Client.Patch(ctx, run, client.MergeFrom(base)))

@@ -163,7 +163,7 @@ func TestObserveJobFinished(t *testing.T) {
 		if !done {
 			t.Fatalf("%+v: not finished", tc.cond)
 		}
-		out := jobOutcomeOf(run, c, nil)
+		out := jobOutcomeOf(run, c, nil, true)
 		if out.reason != tc.want {
 			t.Errorf("%s/%s: reason %s, want %s", tc.cond.Type, tc.cond.Reason, out.reason, tc.want)
 		}
@@ -171,8 +171,14 @@ func TestObserveJobFinished(t *testing.T) {
 	// A failed Job whose container exited is a test failure, not an error.
 	exit := int32(2)
 	failed := &batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: batchv1.JobReasonBackoffLimitExceeded}
-	if out := jobOutcomeOf(run, failed, &exit); out.reason != v1alpha1.ReasonTestsFailed || out.message != "the test command exited 2" {
+	if out := jobOutcomeOf(run, failed, &exit, true); out.reason != v1alpha1.ReasonTestsFailed || out.message != "the test command exited 2" {
 		t.Errorf("exit 2: %+v", out)
+	}
+	// A deadline that passed before the container ever ran is not a
+	// test that timed out: the runner never started.
+	never := &batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: batchv1.JobReasonDeadlineExceeded, Message: `runner pod "x" is Pending: 0/1 nodes are available`}
+	if out := jobOutcomeOf(run, never, nil, false); out.reason != v1alpha1.ReasonRunnerError {
+		t.Errorf("a runner that never started: %+v, want RunnerError", out)
 	}
 }
 
