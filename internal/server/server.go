@@ -12,14 +12,18 @@ import (
 
 	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -145,8 +149,17 @@ func Run(ctx context.Context, opts Options) error {
 		defer root.Close()
 		extra[testrun.ArtifactsPath] = http.StripPrefix(testrun.ArtifactsPath, http.FileServerFS(root.FS()))
 	}
+	// Only runner pods and Jobs are read, and only by the TestRun
+	// controller: cache those alone, not every pod of a shared management
+	// cluster.
+	runnerObjects, err := labels.NewRequirement(testrun.LabelTestRun, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	runners := cache.ByObject{Label: labels.NewSelector().Add(*runnerObjects)}
 	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: runners, &batchv1.Job{}: runners}},
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr, ExtraHandlers: extra},
 		HealthProbeBindAddress:  opts.HealthAddr,
 		LeaderElection:          opts.LeaderElection,

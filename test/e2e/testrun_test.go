@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -467,6 +468,33 @@ func TestTestRuns(t *testing.T) {
 		if run.Status.Phase != v1alpha1.TestRunError || c.Reason != v1alpha1.ReasonRunnerError || !strings.Contains(c.Message, "ephemera load image ARCHIVE --server") {
 			t.Errorf("phase %s, %s; want Error, RunnerError with the load hint", run.Status.Phase, completeReason(run))
 		}
+	})
+
+	t.Run("a Job of the run's name that is not the run's ends it as an Error", func(t *testing.T) {
+		never := int64(1)
+		foreign := &batchv1.Job{
+			ObjectMeta: metav1.ObjectMeta{Name: "taken", Namespace: "default"},
+			Spec: batchv1.JobSpec{ActiveDeadlineSeconds: &never, Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+				RestartPolicy: corev1.RestartPolicyNever,
+				Containers:    []corev1.Container{{Name: "x", Image: "example.com/not-loaded:v1", ImagePullPolicy: corev1.PullNever}},
+			}}},
+		}
+		if err := c.Create(ctx, foreign); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			bg := metav1.DeletePropagationBackground
+			_ = c.Delete(context.Background(), foreign, &client.DeleteOptions{PropagationPolicy: &bg})
+		}()
+		if err := c.Create(ctx, testRun("taken")); err != nil {
+			t.Fatal(err)
+		}
+		run := s.waitRun(ctx, t, "taken")
+		c := meta.FindStatusCondition(run.Status.Conditions, v1alpha1.ConditionComplete)
+		if run.Status.Phase != v1alpha1.TestRunError || c.Reason != v1alpha1.ReasonRunnerError || !strings.Contains(c.Message, `a Job named "taken" exists already`) {
+			t.Errorf("phase %s, %s; want Error, RunnerError naming the Job", run.Status.Phase, completeReason(run))
+		}
+		s.waitGone(ctx, t, &v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Name: "taken", Namespace: "default"}})
 	})
 
 	t.Run("no token in any status, condition or log", func(t *testing.T) {

@@ -126,9 +126,18 @@ func (r *Reconciler) ensureJob(ctx context.Context, run *v1alpha1.TestRun, tc *v
 	if err := controllerutil.SetControllerReference(run, job, r.Client.Scheme()); err != nil {
 		return nil, "", err
 	}
-	if err := r.Client.Create(ctx, job); apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+	err = r.Client.Create(ctx, job)
+	switch {
+	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err):
 		return nil, fmt.Sprintf("the runner Job was refused: %v", err), nil
-	} else if err != nil && !apierrors.IsAlreadyExists(err) {
+	case apierrors.IsAlreadyExists(err) && r.Reader != nil:
+		// Only the run's own Jobs are in the cache: ask the API whose
+		// this one is.
+		other := &batchv1.Job{}
+		if err := r.Reader.Get(ctx, key, other); err == nil && !metav1.IsControlledBy(other, run) {
+			return nil, fmt.Sprintf("a Job named %q exists already and is not this run's: delete it, or rename the run", run.Name), nil
+		}
+	case err != nil && !apierrors.IsAlreadyExists(err):
 		return nil, "", fmt.Errorf("create the runner Job: %w", err)
 	}
 	now := metav1.NewTime(r.Now())
