@@ -3,6 +3,7 @@ package object
 import (
 	"context"
 	"fmt"
+	"github.com/spf13/pflag"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +17,15 @@ type GetOptions struct {
 	Namespace     string
 	AllNamespaces bool
 	Output        string
+}
+
+// AddFlags binds -n/--namespace, -A/--all-namespaces and -o/--output, the
+// flags every get command of server objects has; plural names the kind in
+// the help.
+func (o *GetOptions) AddFlags(fs *pflag.FlagSet, plural string) {
+	AddNamespaceFlag(fs, &o.Namespace)
+	fs.BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "list "+plural+" of every namespace")
+	fs.StringVarP(&o.Output, "output", "o", "", "output format: wide, yaml or json")
 }
 
 // Kind describes one kind of server object to a get command.

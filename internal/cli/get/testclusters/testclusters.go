@@ -39,9 +39,7 @@ print the objects.`,
 			return object.Get(cmd.Context(), e, kind, *opts, args)
 		},
 	}
-	object.AddNamespaceFlag(cmd.Flags(), &opts.Namespace)
-	cmd.Flags().BoolVarP(&opts.AllNamespaces, "all-namespaces", "A", false, "list TestClusters of every namespace")
-	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "output format: wide, yaml or json")
+	opts.AddFlags(cmd.Flags(), "TestClusters")
 	return cmd
 }
 

@@ -47,9 +47,7 @@ full with 'ephemera describe testrun NAME', its output with
 			return object.Get(cmd.Context(), e, kind, *opts, args)
 		},
 	}
-	object.AddNamespaceFlag(cmd.Flags(), &opts.Namespace)
-	cmd.Flags().BoolVarP(&opts.AllNamespaces, "all-namespaces", "A", false, "list TestRuns of every namespace")
-	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "output format: wide, yaml or json")
+	opts.AddFlags(cmd.Flags(), "TestRuns")
 	return cmd
 }
 
