@@ -3,9 +3,9 @@ package object
 import (
 	"context"
 	"fmt"
-	"github.com/spf13/pflag"
 	"time"
 
+	"github.com/spf13/pflag"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
