@@ -25,6 +25,42 @@ const (
 
 var ephemeraBin string
 
+// scratchDir holds what the tests build once per run (the ephemera binary,
+// example images); it goes when the run ends.
+var scratchDir string
+
+// exampleImage is a program of examples/ packed into an image archive with
+// `ephemera build image`, built once per test run.
+type exampleImage struct {
+	pkg, tag string
+
+	once    sync.Once
+	archive string
+	err     error
+}
+
+// archiveFor builds the image the first time and returns its archive.
+func (x *exampleImage) archiveFor(t testing.TB) string {
+	t.Helper()
+	x.once.Do(func() {
+		bin := filepath.Join(scratchDir, x.pkg)
+		build := osexec.Command("go", "build", "-o", bin, "../../examples/"+x.pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			x.err = fmt.Errorf("build %s: %v\n%s", x.pkg, err, out)
+			return
+		}
+		x.archive = filepath.Join(scratchDir, x.pkg+".tar")
+		if out, err := osexec.Command(ephemeraBin, "build", "image", "--from-binary", bin, "--tag", x.tag, "-o", x.archive).CombinedOutput(); err != nil {
+			x.err = fmt.Errorf("build image %s: %v\n%s", x.tag, err, out)
+		}
+	})
+	if x.err != nil {
+		t.Fatal(x.err)
+	}
+	return x.archive
+}
+
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
 }
@@ -40,15 +76,15 @@ func testMain(m *testing.M) int {
 	stop := startReaper()
 	defer stop()
 
+	var err error
+	if scratchDir, err = os.MkdirTemp("", "ephemera-e2e-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(scratchDir)
 	ephemeraBin = os.Getenv("EPHEMERA_BIN")
 	if ephemeraBin == "" {
-		dir, err := os.MkdirTemp("", "ephemera-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		ephemeraBin = filepath.Join(dir, "ephemera")
+		ephemeraBin = filepath.Join(scratchDir, "ephemera")
 		build := osexec.Command("go", "build", "-o", ephemeraBin, "../../cmd/ephemera")
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build ephemera: %v\n%s", err, out)

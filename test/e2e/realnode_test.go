@@ -21,39 +21,8 @@ import (
 // helloImage is the demo workload (examples/hello) as an image.
 const helloImage = "example.com/hello:v1"
 
-var (
-	helloOnce    sync.Once
-	helloArchive string
-	helloErr     error
-)
-
-// helloImageArchive builds examples/hello and packs it with `ephemera build
-// image`, once per test run.
-func helloImageArchive(t testing.TB) string {
-	t.Helper()
-	helloOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ephemera-e2e-hello-")
-		if err != nil {
-			helloErr = err
-			return
-		}
-		bin := filepath.Join(dir, "hello")
-		build := osexec.Command("go", "build", "-o", bin, "../../examples/hello")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			helloErr = fmt.Errorf("build hello: %v\n%s", err, out)
-			return
-		}
-		helloArchive = filepath.Join(dir, "hello.tar")
-		if out, err := osexec.Command(ephemeraBin, "build", "image", "--from-binary", bin, "--tag", helloImage, "-o", helloArchive).CombinedOutput(); err != nil {
-			helloErr = fmt.Errorf("build image: %v\n%s", err, out)
-		}
-	})
-	if helloErr != nil {
-		t.Fatal(helloErr)
-	}
-	return helloArchive
-}
+// hello is examples/hello as an image.
+var hello = &exampleImage{pkg: "hello", tag: helloImage}
 
 // helloApp is a Deployment of the hello server behind a Service.
 const helloApp = `apiVersion: apps/v1
@@ -82,7 +51,7 @@ spec:
 // deployHello loads the hello image into a cluster and runs the app.
 func (h *harness) deployHello(cluster string) {
 	h.t.Helper()
-	r := h.must("load", "image", helloImageArchive(h.t), "--cluster", cluster)
+	r := h.must("load", "image", hello.archiveFor(h.t), "--cluster", cluster)
 	if !strings.Contains(r.stdout, "docker.io/"+helloImage) && !strings.Contains(r.stdout, helloImage) {
 		h.t.Fatalf("load image did not report %s:\n%s", helloImage, r)
 	}
@@ -206,7 +175,7 @@ func TestRealNode(t *testing.T) {
 				t.Errorf("load image %s: want an error naming the file and %q, got: %s", filepath.Base(tc.file), tc.want, r)
 			}
 		}
-		if r := h.run(context.Background(), "load", "image", helloImageArchive(t), "--cluster", "nope"); r.err == nil || !strings.Contains(r.stderr, `"nope"`) {
+		if r := h.run(context.Background(), "load", "image", hello.archiveFor(t), "--cluster", "nope"); r.err == nil || !strings.Contains(r.stderr, `"nope"`) {
 			t.Errorf("load image into a missing cluster: %s", r)
 		}
 	})

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,38 +31,8 @@ import (
 // smokeImage is examples/smoke, the example runner image.
 const smokeImage = "example.com/smoke:v1"
 
-var (
-	smokeOnce    sync.Once
-	smokeArchive string
-	smokeErr     error
-)
-
-// smokeImageArchive builds examples/smoke and packs it, once per test run.
-func smokeImageArchive(t testing.TB) string {
-	t.Helper()
-	smokeOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ephemera-e2e-smoke-")
-		if err != nil {
-			smokeErr = err
-			return
-		}
-		bin := filepath.Join(dir, "smoke")
-		build := osexec.Command("go", "build", "-o", bin, "../../examples/smoke")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			smokeErr = fmt.Errorf("build smoke: %v\n%s", err, out)
-			return
-		}
-		smokeArchive = filepath.Join(dir, "smoke.tar")
-		if out, err := osexec.Command(ephemeraBin, "build", "image", "--from-binary", bin, "--tag", smokeImage, "-o", smokeArchive).CombinedOutput(); err != nil {
-			smokeErr = fmt.Errorf("build image: %v\n%s", err, out)
-		}
-	})
-	if smokeErr != nil {
-		t.Fatal(smokeErr)
-	}
-	return smokeArchive
-}
+// smoke is examples/smoke, the example runner image.
+var smoke = &exampleImage{pkg: "smoke", tag: smokeImage}
 
 // forgeCall is one commit-status request a fake forge received.
 type forgeCall struct {
@@ -169,7 +138,7 @@ func TestTestRuns(t *testing.T) {
 		// Runs first, so their clusters go before the server's cleanup.
 		_ = c.DeleteAllOf(context.Background(), &v1alpha1.TestRun{}, client.InNamespace("default"))
 	})
-	load := h.must("load", "image", smokeImageArchive(t), "--server")
+	load := h.must("load", "image", smoke.archiveFor(t), "--server")
 	if !strings.Contains(load.stdout, smokeImage) {
 		t.Fatalf("load image --server did not report %s:\n%s", smokeImage, load)
 	}
