@@ -281,9 +281,15 @@ type jobOutcome struct {
 	recheck         time.Duration
 }
 
-// observeJob reads the Job's state and its pod's.
-func (r *Reconciler) observeJob(ctx context.Context, run *v1alpha1.TestRun, job *batchv1.Job) jobOutcome {
+// observeJob reads the Job's state and its pod's; it returns the pod too
+// (nil when there is none).
+func (r *Reconciler) observeJob(ctx context.Context, run *v1alpha1.TestRun, job *batchv1.Job) (jobOutcome, *corev1.Pod) {
 	pod := r.runnerPod(ctx, job)
+	return outcome(run, job, pod), pod
+}
+
+// outcome says where the Job and its pod are.
+func outcome(run *v1alpha1.TestRun, job *batchv1.Job, pod *corev1.Pod) jobOutcome {
 	var exit *int32
 	started := false
 	if pod != nil {
@@ -376,10 +382,9 @@ func (r *Reconciler) runnerPod(ctx context.Context, job *batchv1.Job) *corev1.Po
 	return newest
 }
 
-// saveLog copies the runner's log into the artefacts, so it outlives the
-// pod. Failing to is logged, not fatal: the pod keeps it too.
-func (r *Reconciler) saveLog(ctx context.Context, run *v1alpha1.TestRun, job *batchv1.Job, dir string) {
-	pod := r.runnerPod(ctx, job)
+// saveLog copies the runner pod's log into the artefacts, so it outlives
+// the pod. Failing to is logged, not fatal: the pod keeps it too.
+func (r *Reconciler) saveLog(ctx context.Context, run *v1alpha1.TestRun, pod *corev1.Pod, dir string) {
 	if pod == nil || r.Kube == nil {
 		return
 	}

@@ -196,7 +196,7 @@ func (r *Reconciler) reconcileRun(ctx context.Context, run *v1alpha1.TestRun) (r
 	if problem != "" {
 		return r.finish(ctx, run, tc, v1alpha1.ReasonRunnerError, problem)
 	}
-	out := r.observeJob(ctx, run, job)
+	out, pod := r.observeJob(ctx, run, job)
 	if out.reason == "" {
 		setCondition(run, v1alpha1.ConditionComplete, metav1.ConditionFalse, v1alpha1.ReasonRunning, out.message)
 		return reconcile.Result{RequeueAfter: out.recheck}, nil
@@ -204,7 +204,7 @@ func (r *Reconciler) reconcileRun(ctx context.Context, run *v1alpha1.TestRun) (r
 	run.Status.ExitCode = out.exitCode
 	reason, msg := out.reason, out.message
 	if dir := r.artifactsDir(run); dir != "" {
-		r.saveLog(ctx, run, job, dir)
+		r.saveLog(ctx, run, pod, dir)
 		res, err := readResults(dir)
 		if err != nil {
 			msg += "; " + err.Error()
