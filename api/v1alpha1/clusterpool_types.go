@@ -92,6 +92,7 @@ type ClusterPoolStatus struct {
 }
 
 // ClusterPool keeps clusters of a template warm, so claims bind at once.
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="a ClusterPool's name is at most 63 characters: it is recorded in labels of its clusters"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=cp;pool

@@ -48,6 +48,7 @@ const HeartbeatAnnotation = "ephemera.dev/heartbeat"
 // +kubebuilder:validation:XValidation:rule="has(self.poolRef) != has(self.templateRef)",message="set exactly one of spec.poolRef (claim a warm cluster from a ClusterPool) or spec.templateRef (build a new cluster from a ClusterTemplate)"
 // +kubebuilder:validation:XValidation:rule="!has(self.kubernetesVersion) || has(self.templateRef)",message="spec.kubernetesVersion overrides a template's version: use it with spec.templateRef, not with a pool"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.clusterName) || (has(self.clusterName) && self.clusterName == oldSelf.clusterName)",message="spec.clusterName is set by ephemera when it binds a cluster and cannot change"
+// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || !has(self.clusterName)",message="spec.clusterName is set by ephemera when it binds a cluster; leave it out when creating a TestCluster",optionalOldSelf=true
 type TestClusterSpec struct {
 	// poolRef names the ClusterPool, in the same namespace, to claim a warm
 	// cluster from. The claim waits in phase Queued while the pool has no
@@ -133,6 +134,10 @@ const (
 	ConditionReady = "Ready"
 	// ConditionBound: a cluster is bound to the TestCluster.
 	ConditionBound = "Bound"
+	// ConditionLeaseCapped: a server cap (--max-ttl, --max-lifetime,
+	// --max-hold) shortened the lease the spec asks for; the message names
+	// the cap.
+	ConditionLeaseCapped = "LeaseCapped"
 
 	ReasonQueued           = "Queued"
 	ReasonProvisioning     = "Provisioning"
@@ -141,6 +146,9 @@ const (
 	ReasonPoolNotFound     = "PoolNotFound"
 	ReasonTemplateNotFound = "TemplateNotFound"
 	ReasonClusterLost      = "ClusterLost"
+	// ReasonClusterUnhealthy: the bound cluster stopped working (its
+	// processes died); the server keeps checking it.
+	ReasonClusterUnhealthy = "ClusterUnhealthy"
 	ReasonBelowMinReady    = "BelowMinReady"
 	ReasonLeaseExpired     = "LeaseExpired"
 )
@@ -201,6 +209,7 @@ type TestClusterStatus struct {
 }
 
 // TestCluster is one lease on one cluster.
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="a TestCluster's name is at most 63 characters: it is recorded in labels of its cluster and kubeconfig Secret"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=tc

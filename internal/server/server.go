@@ -66,8 +66,12 @@ type Options struct {
 	// MaxPerNamespace bounds the TestClusters of one namespace; 0 means no
 	// limit.
 	MaxPerNamespace int
-	// MaxHold caps holds.
-	MaxHold time.Duration
+	// Limits cap every lease (--max-hold, --max-ttl, --max-lifetime).
+	Limits testcluster.Limits
+	// StateDir is where this server's clusters live on this host; with
+	// Instance it is recorded on the management cluster, so that two
+	// servers with different state dirs never manage one instance.
+	StateDir string
 	// OwnerLabel is the TestCluster label reported as the owner in the
 	// cluster-seconds metric.
 	OwnerLabel string
@@ -158,8 +162,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	runners := cache.ByObject{Label: labels.NewSelector().Add(*runnerObjects)}
 	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
-		Scheme:                  scheme,
-		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: runners, &batchv1.Job{}: runners}},
+		Scheme: scheme,
+		Cache:  cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: runners, &batchv1.Job{}: runners}},
+		// Secrets and ConfigMaps are read one at a time, straight from the
+		// API: caching them would hold every one of a shared management
+		// cluster in memory.
+		Client:                  client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}},
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr, ExtraHandlers: extra},
 		HealthProbeBindAddress:  opts.HealthAddr,
 		LeaderElection:          opts.LeaderElection,
@@ -192,17 +200,23 @@ func Run(ctx context.Context, opts Options) error {
 			}
 		},
 	})
-	rep.Start("Finding the clusters this server created before")
-	adopted, deleted, err := prov.Load(ctx, map[string]string{provision.LabelServer: opts.Instance})
-	if err != nil {
+	rep.Start("Checking this server's instance record")
+	if err := claimInstance(ctx, direct, opts.Instance, opts.LeaderElectionNamespace, opts.StateDir); err != nil {
 		rep.End(false)
 		return err
 	}
-	rep.Update(fmt.Sprintf("%d adopted (checked in the background), %d broken ones deleted", adopted, deleted))
 	rep.End(true)
+	// The clusters of an earlier server are loaded once this replica leads
+	// (at once without leader election); until then the reconcilers wait.
+	if err := mgr.Add(&loader{prov: prov, instance: opts.Instance, log: opts.Log.WithName("provision")}); err != nil {
+		return err
+	}
+	if err := mgr.Add(prov); err != nil {
+		return err
+	}
 
 	now := time.Now
-	tcr := &testcluster.Reconciler{Client: mgr.GetClient(), Provisioner: prov, Server: opts.Instance, MaxHold: opts.MaxHold, Now: now}
+	tcr := &testcluster.Reconciler{Client: mgr.GetClient(), Provisioner: prov, Server: opts.Instance, Limits: opts.Limits, Now: now}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.TestCluster{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).

@@ -40,6 +40,8 @@ type options struct {
 	maxClusters         int
 	maxPerNamespace     int
 	maxHold             time.Duration
+	maxTTL              time.Duration
+	maxLifetime         time.Duration
 	ownerLabel          string
 	reapInterval        time.Duration
 	keepManagementPlane bool
@@ -103,6 +105,8 @@ served on the addresses below.`,
 	f.IntVar(&opts.maxClusters, "max-clusters", 0, "most clusters at once, in any state (default: free memory / 768 MiB)")
 	f.IntVar(&opts.maxPerNamespace, "max-per-namespace", 0, "most bound TestClusters per namespace; more wait in the queue (0: no limit)")
 	f.DurationVar(&opts.maxHold, "max-hold", testcluster.DefaultMaxHold, "longest hold past the last bind or heartbeat")
+	f.DurationVar(&opts.maxTTL, "max-ttl", testcluster.DefaultMaxTTL, "longest spec.ttl honoured; a longer one (or an extend past it) is capped, and the TestCluster's LeaseCapped condition says so")
+	f.DurationVar(&opts.maxLifetime, "max-lifetime", testcluster.DefaultMaxLifetime, "longest spec.maxLifetime honoured: no lease lasts longer after its TestCluster was created")
 	f.StringVar(&opts.ownerLabel, "owner-label", "repo", "TestCluster label reported as the owner in ephemera_cluster_seconds_total")
 	f.DurationVar(&opts.reapInterval, "reap-interval", time.Minute, "how often to look for clusters nothing owns")
 	f.BoolVar(&opts.keepManagementPlane, "keep-management-plane", false, "leave the embedded management plane running when serve stops")
@@ -117,8 +121,13 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 	if opts.maxClusters < 0 || opts.maxPerNamespace < 0 {
 		return errors.New("--max-clusters and --max-per-namespace must be 0 or more")
 	}
-	if opts.maxHold <= 0 {
-		return errors.New("--max-hold must be positive, like 24h")
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--max-hold", opts.maxHold}, {"--max-ttl", opts.maxTTL}, {"--max-lifetime", opts.maxLifetime}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive, like 24h", d.flag)
+		}
 	}
 	if opts.maxClusters == 0 {
 		opts.maxClusters = defaultMaxClusters()
@@ -136,13 +145,38 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		Provider: local.New(local.Options{StateDir: e.StateDir, Cache: e.Cache(), Supervisor: supervisor, HostNetwork: e.HostNetwork}),
 		Instance: opts.instance, MetricsAddr: opts.metricsAddr, HealthAddr: opts.healthAddr,
 		LeaderElection: opts.leaderElect, LeaderElectionNamespace: opts.leaderNamespace,
-		MaxClusters: opts.maxClusters, MaxPerNamespace: opts.maxPerNamespace, MaxHold: opts.maxHold,
+		MaxClusters: opts.maxClusters, MaxPerNamespace: opts.maxPerNamespace,
+		Limits:     testcluster.Limits{MaxHold: opts.maxHold, MaxTTL: opts.maxTTL, MaxLifetime: opts.maxLifetime},
+		StateDir:   e.StateDir,
 		OwnerLabel: opts.ownerLabel, ReapInterval: opts.reapInterval, Progress: rep, Log: log,
 		ExternalURL: opts.externalURL,
 	}
 	if srvOpts.ExternalURL == "" && opts.metricsAddr != "0" {
 		srvOpts.ExternalURL = "http://" + opts.metricsAddr
 	}
+	// One server per state dir, in every mode: its clusters live there.
+	dir := filepath.Join(e.StateDir, "server")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	lockPath := filepath.Join(dir, "serve.lock")
+	lock, err := flock.TryLock(lockPath)
+	switch {
+	case errors.Is(err, flock.ErrLocked) && opts.kubeconfig != "":
+		// A standby replica on the same host: it takes over when the one
+		// holding the lock dies.
+		rep.Start(fmt.Sprintf("Waiting for the state dir %s: another 'ephemera serve' holds it", e.StateDir))
+		lock, err = flock.Acquire(ctx, lockPath)
+		rep.End(err == nil)
+		if err != nil {
+			return fmt.Errorf("wait for the state dir %s: %w", e.StateDir, err)
+		}
+	case errors.Is(err, flock.ErrLocked):
+		return fmt.Errorf("another 'ephemera serve' runs with state dir %s; stop it first, or use another --state-dir", e.StateDir)
+	case err != nil:
+		return fmt.Errorf("lock the state dir %s: %w", e.StateDir, err)
+	}
+	defer lock.Unlock()
 	if opts.kubeconfig != "" {
 		if srvOpts.Config, err = server.ConfigFromKubeconfig(opts.kubeconfig, nil); err != nil {
 			return err
@@ -150,15 +184,6 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		return server.Run(ctx, srvOpts)
 	}
 
-	dir := filepath.Join(e.StateDir, "server")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	lock, err := flock.TryLock(filepath.Join(dir, "serve.lock"))
-	if err != nil {
-		return fmt.Errorf("another 'ephemera serve' runs with state dir %s; stop it first, or use another --state-dir", e.StateDir)
-	}
-	defer lock.Unlock()
 	mp := &server.ManagementPlane{
 		Provider:       local.New(local.Options{StateDir: dir, Cache: e.Cache(), Supervisor: supervisor, HostNetwork: e.HostNetwork}),
 		KubeconfigPath: env.DefaultServerKubeconfig(e.StateDir),

@@ -11,9 +11,9 @@ package admission
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +33,7 @@ import (
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
+	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
 // Request is the one key this reconciler is ever asked to reconcile.
@@ -76,21 +77,17 @@ type Reconciler struct {
 	queuedSince map[types.UID]time.Time
 	accounted   map[types.UID]time.Time
 	failedAt    map[string]time.Time // pool key → last failed create
-	releasing   map[string]bool
-}
-
-type poolState struct {
-	pool         *v1alpha1.ClusterPool
-	free         []provision.Status // Ready, unbound, oldest first
-	provisioning int                // Creating, unbound
-	building     []string           // names of the Creating, unbound
-	claimed      int
-	size         int
-	waiting      int
+	failedErr   map[string]error     // pool key → its error
+	pools       map[string]bool      // pool keys with metric series
 }
 
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	if !r.Provisioner.Loaded() {
+		// Until the clusters of an earlier server are known, every
+		// decision would be made on a partial view.
+		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
 	r.init()
 	now := r.Now()
 	var tcs v1alpha1.TestClusterList
@@ -101,149 +98,48 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if err := r.Client.List(ctx, &pools); err != nil {
 		return reconcile.Result{}, err
 	}
-	bound := map[string]bool{}
-	perNamespace := map[string]int{}
-	for _, tc := range tcs.Items {
-		if tc.Spec.ClusterName != "" {
-			bound[tc.Spec.ClusterName] = true
-			perNamespace[tc.Namespace]++
-		}
-	}
-	states := map[string]*poolState{}
-	for i := range pools.Items {
-		p := &pools.Items[i]
-		if p.DeletionTimestamp.IsZero() {
-			states[key(p.Namespace, p.Name)] = &poolState{pool: p}
-		}
-	}
-	used := 0
-	snapshot := r.Provisioner.Snapshot()
-	known := map[string]bool{}
-	for _, s := range snapshot {
-		known[s.Name] = true
-	}
-	for _, tc := range tcs.Items {
-		// Admitted, and not yet handed to the provisioner.
-		if tc.Spec.TemplateRef != "" && tc.Spec.ClusterName != "" && !known[tc.Spec.ClusterName] && tc.DeletionTimestamp.IsZero() {
-			used++
-		}
-	}
 	r.mu.Lock()
-	releasing := maps.Clone(r.releasing)
+	in := Input{
+		TestClusters: tcs.Items, Pools: pools.Items, Clusters: r.Provisioner.Snapshot(),
+		MaxClusters: r.MaxClusters, MaxPerNamespace: r.MaxPerNamespace, FailedAt: maps.Clone(r.failedAt), Now: now,
+	}
 	r.mu.Unlock()
-	for _, s := range snapshot {
-		if releasing[s.Name] {
-			continue // on its way out
-		}
-		pk := key(s.Labels[provision.LabelNamespace], s.Labels[provision.LabelPool])
-		if s.State == provision.Failed {
-			if !bound[s.Name] {
-				r.Provisioner.Forget(s.Name)
-				if s.Labels[provision.LabelPool] != "" {
-					r.failedAt[pk] = now
-				}
-			}
-			continue
-		}
-		used++
-		if s.Labels[provision.LabelPool] == "" {
-			continue
-		}
-		ps, ok := states[pk]
-		if !ok || ps.pool.UID != types.UID(s.Labels[provision.LabelPoolUID]) {
-			if !bound[s.Name] {
-				r.release(ctx, s.Name) // its pool is gone
-			}
-			continue
-		}
-		ps.size++
-		switch {
-		case bound[s.Name]:
-			ps.claimed++
-		case s.State == provision.Ready:
-			ps.free = append(ps.free, s)
-		default:
-			ps.provisioning++
-			ps.building = append(ps.building, s.Name)
-		}
-	}
-	for _, ps := range states {
-		slices.SortFunc(ps.free, func(a, b provision.Status) int { return a.ReadyAt.Compare(b.ReadyAt) })
-	}
+	plan := Decide(in)
+	r.remember(plan, in, now)
 
-	waiting := waitingInOrder(tcs.Items)
-	positions := map[string]int32{}
-	queueLength := map[string]float64{capacityQueue: 0}
-	for _, ps := range states {
-		queueLength["pool:"+key(ps.pool.Namespace, ps.pool.Name)] = 0
+	logger := log.FromContext(ctx)
+	for _, name := range plan.Release {
+		if !r.Provisioner.Releasing(name) {
+			logger.Info("Deleting a cluster nobody may claim", "cluster", name)
+		}
+		r.Provisioner.Release(name)
 	}
-	var errs []error
-	// Decide in order, in memory; then write, in parallel. A write that
+	// Decided in order, in memory; now written, in parallel. A write that
 	// fails leaves its TestCluster waiting and its cluster free, which the
 	// next pass sees.
-	var writes []func(context.Context) error
-	for _, tc := range waiting {
-		q := capacityQueue
-		served := false
-		limited := r.MaxPerNamespace > 0 && perNamespace[tc.Namespace] >= r.MaxPerNamespace
-		if tc.Spec.PoolRef != "" {
-			pk := key(tc.Namespace, tc.Spec.PoolRef)
-			q = "pool:" + pk
-			if ps, ok := states[pk]; ok {
-				if !limited && len(ps.free) > 0 {
-					cluster := ps.free[0].Name
-					writes = append(writes, func(ctx context.Context) error { return r.bind(ctx, tc, cluster, q, now) })
-					ps.free, ps.claimed, served = ps.free[1:], ps.claimed+1, true
-				} else {
-					ps.waiting++
-				}
-			}
-		} else if !limited && used < r.MaxClusters {
-			name, err := r.newName(ctx, tc.Name)
-			if err != nil {
-				return reconcile.Result{}, err
-			}
-			writes = append(writes, func(ctx context.Context) error { return r.bind(ctx, tc, name, q, now) })
-			used, served = used+1, true
-		}
-		if served {
-			perNamespace[tc.Namespace]++
-			continue
-		}
-		positions[q]++
-		queueLength[q]++
-		r.markQueued(tc, now)
-		if position := positions[q]; tc.Status.QueuePosition != position {
-			writes = append(writes, func(ctx context.Context) error {
-				base := tc.DeepCopy()
-				tc.Status.QueuePosition = position
-				return client.IgnoreNotFound(r.Client.Status().Patch(ctx, tc, client.MergeFrom(base)))
-			})
-		}
-	}
+	var errs []error
 	var g errgroup.Group
 	g.SetLimit(parallelWrites)
-	for _, w := range writes {
-		g.Go(func() error { return w(ctx) })
+	for _, b := range plan.Binds {
+		g.Go(func() error { return r.bind(ctx, b, now) })
+	}
+	for _, p := range plan.Positions {
+		r.markQueued(p.TestCluster, now)
+		g.Go(func() error {
+			tc := p.TestCluster
+			base := tc.DeepCopy()
+			tc.Status.QueuePosition = p.Position
+			return client.IgnoreNotFound(r.Client.Status().Patch(ctx, tc, client.MergeFrom(base)))
+		})
 	}
 	if err := g.Wait(); err != nil {
 		errs = append(errs, err)
 	}
-	for q, n := range queueLength {
-		metrics.QueueLength.WithLabelValues(q).Set(n)
+	for q, n := range plan.QueueLength {
+		metrics.QueueLength.WithLabelValues(q).Set(float64(n))
 	}
-	// Claims bound but not yet published come first: building clusters
-	// takes the CPU their last steps need. Refills wait until they are
-	// Ready, which takes milliseconds.
-	publishing := 0
-	for _, tc := range tcs.Items {
-		if st, ok := r.Provisioner.Get(tc.Spec.ClusterName); ok && tc.Spec.PoolRef != "" && st.State == provision.Ready &&
-			tc.Status.Phase != v1alpha1.TestClusterReady && tc.DeletionTimestamp.IsZero() {
-			publishing++
-		}
-	}
-	for _, pk := range sortedKeys(states) {
-		if err := r.reconcilePool(ctx, states[pk], &used, now, publishing == 0); err != nil {
+	for _, pk := range sortedKeys(plan.Pools) {
+		if err := r.reconcilePool(ctx, plan.Pools[pk]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -251,7 +147,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if len(errs) > 0 {
 		return reconcile.Result{}, errs[0]
 	}
-	if publishing > 0 {
+	if plan.Publishing > 0 {
 		return reconcile.Result{RequeueAfter: 50 * time.Millisecond}, nil
 	}
 	return reconcile.Result{RequeueAfter: resync}, nil
@@ -261,50 +157,88 @@ func (r *Reconciler) init() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.queuedSince == nil {
-		r.queuedSince, r.accounted, r.failedAt, r.releasing = map[types.UID]time.Time{}, map[types.UID]time.Time{}, map[string]time.Time{}, map[string]bool{}
+		r.queuedSince, r.accounted = map[types.UID]time.Time{}, map[types.UID]time.Time{}
+		r.failedAt, r.failedErr, r.pools = map[string]time.Time{}, map[string]error{}, map[string]bool{}
 	}
 }
 
-// waitingInOrder returns the TestClusters without a cluster, in the order
-// they are served: priority class, then creation, then name.
-func waitingInOrder(tcs []v1alpha1.TestCluster) []*v1alpha1.TestCluster {
-	var out []*v1alpha1.TestCluster
-	for i := range tcs {
-		if tcs[i].Spec.ClusterName == "" && tcs[i].DeletionTimestamp.IsZero() {
-			out = append(out, &tcs[i])
+// remember records the failures of a pass and forgets what belongs to
+// TestClusters and pools that are gone; the metric series of a deleted
+// pool go with it.
+func (r *Reconciler) remember(plan Plan, in Input, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for pk, err := range plan.Failed {
+		r.failedAt[pk], r.failedErr[pk] = now, err
+	}
+	live := map[types.UID]bool{}
+	for _, tc := range in.TestClusters {
+		live[tc.UID] = true
+	}
+	for uid := range r.queuedSince {
+		if !live[uid] {
+			delete(r.queuedSince, uid)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b *v1alpha1.TestCluster) int {
-		return cmp.Or(
-			cmp.Compare(a.Spec.Priority.Rank(), b.Spec.Priority.Rank()),
-			a.CreationTimestamp.Compare(b.CreationTimestamp.Time),
-			cmp.Compare(a.Namespace, b.Namespace),
-			cmp.Compare(a.Name, b.Name),
-		)
-	})
-	return out
+	for pk := range r.failedAt {
+		if _, ok := plan.Pools[pk]; !ok {
+			delete(r.failedAt, pk)
+			delete(r.failedErr, pk)
+		}
+	}
+	for pk := range r.pools {
+		if _, ok := plan.Pools[pk]; !ok {
+			delete(r.pools, pk)
+			ns, name, _ := strings.Cut(pk, "/")
+			metrics.PoolReady.DeleteLabelValues(ns, name)
+			metrics.PoolHits.DeleteLabelValues(ns, name)
+			metrics.PoolMisses.DeleteLabelValues(ns, name)
+			metrics.QueueLength.DeleteLabelValues("pool:" + pk)
+		}
+	}
+	for pk := range plan.Pools {
+		r.pools[pk] = true
+	}
 }
 
-// bind sets spec.clusterName. It needs no optimistic lock: the API server
-// refuses to change a clusterName once set (a CEL rule), and only this
-// reconciler hands out clusters, one pass at a time.
-func (r *Reconciler) bind(ctx context.Context, tc *v1alpha1.TestCluster, cluster, queue string, now time.Time) error {
+// bind binds a TestCluster: a pool cluster first records the claim (so
+// that only this TestCluster can ever get its kubeconfig or delete it),
+// then spec.clusterName is set. It needs no optimistic lock: the API
+// server refuses to change a clusterName once set (a CEL rule), and only
+// this reconciler hands out clusters, one pass at a time.
+func (r *Reconciler) bind(ctx context.Context, b Bind, now time.Time) error {
+	tc := b.TestCluster
+	cluster := b.Cluster
+	if cluster == "" {
+		name, err := r.newName(ctx, tc.Name)
+		if err != nil {
+			return err
+		}
+		cluster = name
+	} else if err := r.Provisioner.Claim(ctx, cluster, tc); err != nil {
+		if errors.Is(err, provision.ErrNotUsable) {
+			// Lost meanwhile: the next pass releases it and binds another.
+			log.FromContext(ctx).Info("Not binding a cluster that stopped working", "testcluster", klog.KObj(tc), "cluster", cluster, "reason", err.Error())
+			return nil
+		}
+		return err
+	}
 	base := tc.DeepCopy()
 	tc.Spec.ClusterName = cluster
 	if err := r.Client.Patch(ctx, tc, client.MergeFrom(base)); err != nil {
 		tc.Spec.ClusterName = ""
 		if apierrors.IsNotFound(err) {
-			return nil
+			return nil // a recorded claim of a gone TestCluster is released next pass
 		}
 		return fmt.Errorf("bind %s to cluster %q: %w", klog.KObj(tc), cluster, err)
 	}
-	log.FromContext(ctx).Info("Bound TestCluster", "testcluster", klog.KObj(tc), "cluster", cluster, "queue", queue)
+	log.FromContext(ctx).Info("Bound TestCluster", "testcluster", klog.KObj(tc), "cluster", cluster, "queue", b.Queue)
 	r.mu.Lock()
 	since, waited := r.queuedSince[tc.UID]
 	delete(r.queuedSince, tc.UID)
 	r.mu.Unlock()
 	if waited {
-		metrics.QueueWait.WithLabelValues(queue).Observe(now.Sub(since).Seconds())
+		metrics.QueueWait.WithLabelValues(b.Queue).Observe(now.Sub(since).Seconds())
 	}
 	if tc.Spec.PoolRef != "" {
 		if waited {
@@ -324,73 +258,62 @@ func (r *Reconciler) markQueued(tc *v1alpha1.TestCluster, now time.Time) {
 	}
 }
 
-// reconcilePool keeps minReady spare clusters (plus one per waiting claim)
-// within maxSize and the budget, and writes the pool's status.
-func (r *Reconciler) reconcilePool(ctx context.Context, ps *poolState, used *int, now time.Time, mayCreate bool) error {
-	p := ps.pool
+// reconcilePool carries out what the pass decided for one pool (clusters to
+// shed and to create) and writes the pool's status.
+func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
+	p := dp.Pool
 	base := p.DeepCopy()
-	pk := key(p.Namespace, p.Name)
-	want := int(p.Spec.MinReadyOrDefault()) + ps.waiting - len(ps.free) - ps.provisioning
-	want = min(want, int(p.Spec.MaxSizeOrDefault())-ps.size, r.MaxClusters-*used)
-	r.mu.Lock()
-	failedAt, failed := r.failedAt[pk]
-	r.mu.Unlock()
-	backoff := failed && now.Sub(failedAt) < failureBackoff
-	// Over maxSize (lowered, or a restart found more): shed unbound
-	// clusters, those still building first.
-	for ps.size > int(p.Spec.MaxSizeOrDefault()) {
-		var name string
-		if len(ps.building) > 0 {
-			name, ps.building, ps.provisioning = ps.building[0], ps.building[1:], ps.provisioning-1
-		} else if len(ps.free) > 0 {
-			name, ps.free = ps.free[len(ps.free)-1].Name, ps.free[:len(ps.free)-1]
-		} else {
-			break // the rest are claimed; they go when their leases end
-		}
-		log.FromContext(ctx).Info("Deleting pool cluster above maxSize", "pool", klog.KObj(p), "cluster", name)
-		r.release(ctx, name)
-		ps.size--
-		*used--
+	logger := log.FromContext(ctx)
+	for _, name := range dp.Shed {
+		logger.Info("Deleting pool cluster above maxSize", "pool", klog.KObj(p), "cluster", name)
+		r.Provisioner.Release(name)
 	}
 	var problem string
-	if want > 0 && !backoff && mayCreate {
+	if dp.Create > 0 {
 		tmpl := &v1alpha1.ClusterTemplate{}
 		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.TemplateRef}, tmpl); err != nil {
 			if !apierrors.IsNotFound(err) {
 				return err
 			}
 			problem = fmt.Sprintf("ClusterTemplate %q not found in namespace %q: create it", p.Spec.TemplateRef, p.Namespace)
-			want = 0
+			dp.Provisioning -= dp.Create
+			dp.Size -= dp.Create
+			dp.Create = 0
 		}
-		for range want {
+		for range dp.Create {
 			name, err := r.newName(ctx, p.Name)
 			if err != nil {
 				return err
 			}
-			log.FromContext(ctx).Info("Creating pool cluster", "pool", klog.KObj(p), "cluster", name)
+			logger.Info("Creating pool cluster", "pool", klog.KObj(p), "cluster", name)
 			r.Provisioner.Ensure(name, tmpl.Spec, provision.PoolLabels(r.Server, p))
-			ps.provisioning++
-			ps.size++
-			*used++
 		}
 	}
 	p.Status.ObservedGeneration = p.Generation
-	p.Status.Size, p.Status.Ready, p.Status.Provisioning = int32(ps.size), int32(len(ps.free)), int32(ps.provisioning)
-	p.Status.Claimed, p.Status.Queued = int32(ps.claimed), int32(ps.waiting)
-	metrics.PoolReady.WithLabelValues(p.Namespace, p.Name).Set(float64(len(ps.free)))
+	p.Status.Size, p.Status.Ready, p.Status.Provisioning = int32(dp.Size), int32(dp.Ready), int32(dp.Provisioning)
+	p.Status.Claimed, p.Status.Queued = int32(dp.Claimed), int32(dp.Waiting)
+	metrics.PoolReady.WithLabelValues(p.Namespace, p.Name).Set(float64(dp.Ready))
 	cond := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReady,
-		Message: fmt.Sprintf("%d Ready clusters, minReady %d", len(ps.free), p.Spec.MinReadyOrDefault()), ObservedGeneration: p.Generation}
+		Message: fmt.Sprintf("%d Ready clusters, minReady %d", dp.Ready, p.Spec.MinReadyOrDefault()), ObservedGeneration: p.Generation}
+	r.mu.Lock()
+	lastErr := r.failedErr[key(p.Namespace, p.Name)]
+	r.mu.Unlock()
 	switch {
 	case problem != "":
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.ReasonTemplateNotFound, problem
-	case backoff:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.ReasonProvisionFailed, "a cluster create failed; retrying shortly (see the server log)"
-	case int32(len(ps.free)) < p.Spec.MinReadyOrDefault():
+	case dp.Backoff:
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonProvisionFailed
+		cond.Message = "creating a cluster failed; retrying shortly"
+		if lastErr != nil {
+			cond.Message = "creating a cluster failed, retrying shortly: " + lastErr.Error()
+		}
+	case int32(dp.Ready) < p.Spec.MinReadyOrDefault():
 		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonBelowMinReady
-		if *used >= r.MaxClusters {
+		if dp.BudgetUsedUp {
 			cond.Message += fmt.Sprintf("; the server's budget of %d clusters is used up", r.MaxClusters)
 		}
 	}
+	cond.Message = truncate(cond.Message, 2048)
 	meta.SetStatusCondition(&p.Status.Conditions, cond)
 	if equality.Semantic.DeepEqual(base.Status, p.Status) {
 		return nil
@@ -400,24 +323,11 @@ func (r *Reconciler) reconcilePool(ctx context.Context, ps *poolState, used *int
 	return client.IgnoreNotFound(r.Client.Status().Update(ctx, p))
 }
 
-// release deletes a cluster nobody can claim any more, in the background.
-func (r *Reconciler) release(ctx context.Context, name string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.releasing[name] {
-		return
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	r.releasing[name] = true
-	go func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		defer cancel()
-		if err := r.Provisioner.Delete(ctx, name); err != nil {
-			log.FromContext(ctx).Error(err, "Deleting a cluster of a deleted pool", "cluster", name)
-		}
-		r.mu.Lock()
-		delete(r.releasing, name)
-		r.mu.Unlock()
-	}()
+	return s[:n-3] + "..."
 }
 
 // account adds the time since the last pass to the cluster-seconds of
@@ -460,8 +370,11 @@ func (r *Reconciler) newName(ctx context.Context, prefix string) (string, error)
 		if _, known := r.Provisioner.Get(name); known {
 			continue
 		}
-		if _, err := r.Provisioner.Provider().Get(ctx, name); err != nil {
+		switch _, err := r.Provisioner.Provider().Get(ctx, name); {
+		case errors.Is(err, provider.ErrNotFound):
 			return name, nil
+		case err != nil:
+			return "", fmt.Errorf("look for a free cluster name: %w", err)
 		}
 	}
 	return "", fmt.Errorf("no free cluster name for %q", prefix)
@@ -475,15 +388,4 @@ func trimPrefix(prefix string) string {
 		prefix = strings.TrimRight(prefix[:30], "-")
 	}
 	return prefix
-}
-
-func key(namespace, name string) string { return namespace + "/" + name }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -1,18 +1,22 @@
 // Package reaper deletes clusters this server created that nothing owns
-// any more: no TestCluster is bound to them and they belong to no live
-// pool. It runs when the server starts and then periodically.
+// any more: the TestCluster whose UID they record is gone, and they belong
+// to no live pool. It runs when the server starts and then periodically.
 package reaper
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
+	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
 // DefaultInterval is how often the reaper sweeps.
@@ -33,15 +37,18 @@ type Reaper struct {
 	Log logr.Logger
 }
 
-// Start implements manager.Runnable: one sweep now, then one per interval.
+// Start implements manager.Runnable: one sweep once the provisioner knows
+// the clusters of an earlier server, then one per interval.
 func (r *Reaper) Start(ctx context.Context) error {
 	interval := r.Interval
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
 	for {
-		if _, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
-			r.Log.Error(err, "Sweeping for orphaned clusters")
+		if r.Provisioner.Loaded() {
+			if _, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
+				r.Log.Error(err, "Sweeping for orphaned clusters")
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -55,11 +62,13 @@ func (r *Reaper) Start(ctx context.Context) error {
 // leader reaps.
 func (r *Reaper) NeedLeaderElection() bool { return true }
 
-// Sweep deletes every orphan once and returns their names.
+// Sweep deletes every orphan once and returns their names. A delete that
+// fails does not stop the sweep: the others are deleted, the failures
+// returned together, and tried again next sweep.
 func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
-	// Clusters first, owners second: a cluster is always bound or labelled
-	// with its pool before it is created, so an owner created after the
-	// first list cannot be missed.
+	// Clusters first, owners second: a cluster is always labelled with its
+	// TestCluster or pool before it is created, so an owner created after
+	// the first list cannot be missed.
 	clusters, err := r.Provisioner.Provider().List(ctx)
 	if err != nil {
 		return nil, err
@@ -72,27 +81,41 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 	if err := r.Reader.List(ctx, &pools); err != nil {
 		return nil, err
 	}
-	bound := map[string]bool{}
+	owners := map[types.UID]bool{}
 	for _, tc := range tcs.Items {
-		bound[tc.Spec.ClusterName] = true
+		owners[tc.UID] = true
 	}
-	livePools := map[string]bool{}
 	for _, p := range pools.Items {
 		if p.DeletionTimestamp.IsZero() {
-			livePools[string(p.UID)] = true
+			owners[p.UID] = true
 		}
 	}
 	var reaped []string
+	var errs []error
 	for _, c := range clusters {
-		if c.Labels[provision.LabelServer] != r.Server || bound[c.Name] || livePools[c.Labels[provision.LabelPoolUID]] {
+		if c.Labels[provision.LabelServer] != r.Server || owned(c, owners) {
 			continue
+		}
+		if c.Phase == provider.PhaseDeleting || r.Provisioner.Releasing(c.Name) {
+			continue // on its way out already
 		}
 		r.Log.Info("Reaping orphaned cluster", "cluster", c.Name, "phase", c.Phase, "labels", c.Labels)
 		if err := r.Provisioner.Delete(ctx, c.Name); err != nil {
-			return reaped, err
+			errs = append(errs, fmt.Errorf("reap cluster %q: %w", c.Name, err))
+			continue
 		}
 		metrics.Reaped.WithLabelValues(c.Provider).Inc()
 		reaped = append(reaped, c.Name)
 	}
-	return reaped, nil
+	return reaped, errors.Join(errs...)
+}
+
+// owned says whether a live TestCluster (by the UID the cluster records) or
+// a live pool owns the cluster.
+func owned(c provider.Cluster, owners map[types.UID]bool) bool {
+	if uid := c.Labels[provision.LabelTestClusterUID]; uid != "" && owners[types.UID(uid)] {
+		return true
+	}
+	uid := c.Labels[provision.LabelPoolUID]
+	return uid != "" && owners[types.UID(uid)] && c.Labels[provision.LabelTestClusterUID] == ""
 }

@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +27,9 @@ func TestExpiresAt(t *testing.T) {
 		heartbeat   string
 		bound       time.Time
 		maxHold     time.Duration
+		limits      Limits
 		wantFromNow time.Duration // from created
+		wantCapped  string
 	}{
 		{name: "unbound: only maxLifetime", wantFromNow: 72 * time.Hour},
 		{name: "unbound custom maxLifetime", spec: v1alpha1.TestClusterSpec{MaxLifetime: d("2h")}, wantFromNow: 2 * time.Hour},
@@ -37,9 +40,14 @@ func TestExpiresAt(t *testing.T) {
 		{name: "bad heartbeat is ignored", spec: v1alpha1.TestClusterSpec{TTL: d("30m")}, bound: bound, heartbeat: "yesterday", wantFromNow: 31 * time.Minute},
 		{name: "hold extends", spec: v1alpha1.TestClusterSpec{TTL: d("30m"), HoldUntil: at(created.Add(3 * time.Hour))}, bound: bound, maxHold: 24 * time.Hour, wantFromNow: 3 * time.Hour},
 		{name: "hold shorter than ttl changes nothing", spec: v1alpha1.TestClusterSpec{TTL: d("30m"), HoldUntil: at(created.Add(10 * time.Minute))}, bound: bound, maxHold: 24 * time.Hour, wantFromNow: 31 * time.Minute},
-		{name: "hold capped by max hold", spec: v1alpha1.TestClusterSpec{TTL: d("30m"), HoldUntil: at(created.Add(48 * time.Hour))}, bound: bound, maxHold: 2 * time.Hour, wantFromNow: time.Minute + 2*time.Hour},
+		{name: "hold capped by max hold", spec: v1alpha1.TestClusterSpec{TTL: d("30m"), HoldUntil: at(created.Add(48 * time.Hour))}, bound: bound, maxHold: 2 * time.Hour, wantFromNow: time.Minute + 2*time.Hour, wantCapped: "--max-hold 2h0m0s"},
 		{name: "hold capped by maxLifetime", spec: v1alpha1.TestClusterSpec{TTL: d("30m"), MaxLifetime: d("2h"), HoldUntil: at(created.Add(10 * time.Hour))}, bound: bound, maxHold: 24 * time.Hour, wantFromNow: 2 * time.Hour},
 		{name: "ttl capped by maxLifetime", spec: v1alpha1.TestClusterSpec{TTL: d("5h"), MaxLifetime: d("1h")}, bound: bound, wantFromNow: time.Hour},
+		{name: "ttl of a year capped by the server's max ttl", spec: v1alpha1.TestClusterSpec{TTL: d("8760h")}, bound: bound, wantFromNow: time.Minute + 24*time.Hour, wantCapped: "--max-ttl 24h0m0s"},
+		{name: "ttl capped by a lower max ttl", spec: v1alpha1.TestClusterSpec{TTL: d("3h")}, bound: bound, limits: Limits{MaxTTL: time.Hour}, wantFromNow: time.Minute + time.Hour, wantCapped: "--max-ttl 1h0m0s"},
+		{name: "heartbeat cannot go past the max ttl", spec: v1alpha1.TestClusterSpec{TTL: d("100h")}, bound: bound, heartbeat: created.Add(time.Hour).Format(time.RFC3339), wantFromNow: 25 * time.Hour, wantCapped: "--max-ttl"},
+		{name: "maxLifetime capped by the server's max lifetime", spec: v1alpha1.TestClusterSpec{MaxLifetime: d("1000h")}, wantFromNow: 72 * time.Hour, wantCapped: "--max-lifetime 72h0m0s"},
+		{name: "a long ttl and hold still end at the server's max lifetime", spec: v1alpha1.TestClusterSpec{TTL: d("20h"), MaxLifetime: d("1000h"), HoldUntil: at(created.Add(500 * time.Hour))}, bound: bound, heartbeat: created.Add(60 * time.Hour).Format(time.RFC3339), limits: Limits{MaxHold: 100 * time.Hour}, wantFromNow: 72 * time.Hour, wantCapped: "--max-lifetime"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := &v1alpha1.TestCluster{Spec: tc.spec}
@@ -47,9 +55,17 @@ func TestExpiresAt(t *testing.T) {
 			if tc.heartbeat != "" {
 				obj.Annotations = map[string]string{v1alpha1.HeartbeatAnnotation: tc.heartbeat}
 			}
-			got := ExpiresAt(obj, tc.bound, tc.maxHold)
+			limits := tc.limits
+			if tc.maxHold != 0 {
+				limits.MaxHold = tc.maxHold
+			}
+			got, capped := ExpiresAt(obj, tc.bound, limits)
 			if want := created.Add(tc.wantFromNow); !got.Equal(want) {
 				t.Errorf("ExpiresAt = created + %s, want created + %s", got.Sub(created), tc.wantFromNow)
+			}
+			msg := strings.Join(capped, "; ")
+			if (tc.wantCapped == "") != (msg == "") || !strings.Contains(msg, tc.wantCapped) {
+				t.Errorf("capped = %q, want it to name %q", msg, tc.wantCapped)
 			}
 		})
 	}

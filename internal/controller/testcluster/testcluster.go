@@ -4,7 +4,9 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -24,6 +26,7 @@ import (
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
+	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
 // Finalizer keeps a TestCluster until its cluster is deleted.
@@ -43,21 +46,29 @@ type Reconciler struct {
 	Provisioner *provision.Provisioner
 	// Server is this server instance's name, recorded on its clusters.
 	Server string
-	// MaxHold caps holds (see ExpiresAt).
-	MaxHold time.Duration
+	// Limits are the server's caps on leases (see ExpiresAt).
+	Limits Limits
 	// Now is the clock.
 	Now func() time.Time
 
-	firstSeen sync.Map // types.UID → time.Time, for the claim duration
+	firstSeen sync.Map // types.UID → seenEntry, for the claim duration, until bound
 }
 
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if !r.Provisioner.Loaded() {
+		// Until the clusters of an earlier server are known, a bound
+		// cluster would look gone.
+		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
 	tc := &v1alpha1.TestCluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, tc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+		}
 		return reconcile.Result{}, ctrl.IgnoreNotFound(err)
 	}
-	seen, _ := r.firstSeen.LoadOrStore(tc.UID, r.Now())
+	seen, _ := r.firstSeen.LoadOrStore(tc.UID, seenEntry{key: req.NamespacedName, at: r.Now()})
 	if !tc.DeletionTimestamp.IsZero() {
 		return reconcile.Result{}, r.reconcileDelete(ctx, tc)
 	}
@@ -71,7 +82,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 	}
 	base := tc.DeepCopy()
-	res, err := r.reconcileNormal(ctx, tc, seen.(time.Time))
+	res, err := r.reconcileNormal(ctx, tc, seen.(seenEntry).at)
+	if tc.Status.Timings.Bound != nil {
+		r.firstSeen.Delete(tc.UID)
+	}
 	tc.Status.ObservedGeneration = tc.Generation
 	tc.Status.Phase = phaseOf(tc)
 	if !equality.Semantic.DeepEqual(base.Status, tc.Status) {
@@ -90,8 +104,9 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 	if tc.Status.Timings.Bound != nil {
 		bound = tc.Status.Timings.Bound.Time
 	}
-	expires := ExpiresAt(tc, bound, r.MaxHold)
+	expires, capped := ExpiresAt(tc, bound, r.Limits)
 	tc.Status.ExpiresAt = &metav1.Time{Time: expires}
+	setCapped(tc, capped)
 	if !now.Before(expires) {
 		logger.Info("Deleting TestCluster: its lease ended", "testcluster", klog.KObj(tc), "expiresAt", expires)
 		setCondition(tc, v1alpha1.ConditionReady, false, v1alpha1.ReasonLeaseExpired, "the lease ended at "+expires.UTC().Format(time.RFC3339))
@@ -108,9 +123,13 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 	}
 	tc.Status.QueuePosition = 0
 	st, ok := r.Provisioner.Get(name)
+	// Only the server binds, and it records the TestCluster's UID on the
+	// cluster (at create for a template cluster, at bind for a pool
+	// cluster): a clusterName set by anyone else gets nothing.
+	notOurs := fmt.Sprintf("cluster %q is not bound to this TestCluster by ephemera (spec.clusterName is set by the server, not by users); delete this TestCluster", name)
 	switch {
-	case ok && tc.Spec.PoolRef != "" && !ownedByPool(st.Labels, tc):
-		fail(tc, v1alpha1.ReasonClusterLost, fmt.Sprintf("cluster %q is not a cluster of pool %q; spec.clusterName is set by ephemera, not by users", name, tc.Spec.PoolRef))
+	case ok && st.Labels[provision.LabelTestClusterUID] != string(tc.UID):
+		fail(tc, v1alpha1.ReasonClusterLost, notOurs)
 		return reconcile.Result{}, nil
 	case !ok && tc.Spec.PoolRef != "":
 		fail(tc, v1alpha1.ReasonClusterLost, fmt.Sprintf("cluster %q of pool %q is gone; delete this TestCluster and claim another", name, tc.Spec.PoolRef))
@@ -124,9 +143,12 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 			}
 			return reconcile.Result{}, err
 		}
-		if c, err := r.Provisioner.Provider().Get(ctx, name); err == nil && c.Labels[provision.LabelTestClusterUID] != string(tc.UID) {
-			fail(tc, v1alpha1.ReasonProvisionFailed, fmt.Sprintf("a cluster named %q exists already and is not this TestCluster's; spec.clusterName is set by ephemera, not by users", name))
+		switch c, err := r.Provisioner.Provider().Get(ctx, name); {
+		case err == nil && c.Labels[provision.LabelTestClusterUID] != string(tc.UID):
+			fail(tc, v1alpha1.ReasonClusterLost, notOurs)
 			return reconcile.Result{}, nil
+		case err != nil && !errors.Is(err, provider.ErrNotFound):
+			return reconcile.Result{}, err
 		}
 		logger.Info("Creating cluster", "testcluster", klog.KObj(tc), "cluster", name, "template", tc.Spec.TemplateRef)
 		spec := tmpl.Spec
@@ -147,8 +169,19 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 	case provision.Failed:
 		fail(tc, v1alpha1.ReasonProvisionFailed, fmt.Sprintf("creating cluster %q failed: %v", name, st.Err))
 		return reconcile.Result{}, nil
+	case provision.Lost:
+		fail(tc, v1alpha1.ReasonClusterUnhealthy, fmt.Sprintf("cluster %q stopped working: %v; the server keeps checking it, and it turns Ready again if it recovers", name, st.Err))
+		return requeue, nil
+	case provision.Deleting:
+		fail(tc, v1alpha1.ReasonClusterLost, fmt.Sprintf("cluster %q is being deleted", name))
+		return requeue, nil
 	}
 	if err := r.publish(ctx, tc, st); err != nil {
+		var taken errSecretTaken
+		if errors.As(err, &taken) {
+			fail(tc, v1alpha1.ReasonProvisionFailed, taken.Error())
+			return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
+		}
 		return reconcile.Result{}, err
 	}
 	if tc.Status.Timings.Ready == nil {
@@ -158,8 +191,9 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 		tc.Status.Timings.Bound = &metav1.Time{Time: now}
 		metrics.ClaimDuration.WithLabelValues(tc.Spec.PoolRef).Observe(now.Sub(seen).Seconds())
 		logger.Info("TestCluster ready", "testcluster", klog.KObj(tc), "cluster", name, "seconds", now.Sub(seen).Seconds())
-		expires = ExpiresAt(tc, now, r.MaxHold)
+		expires, capped = ExpiresAt(tc, now, r.Limits)
 		tc.Status.ExpiresAt = &metav1.Time{Time: expires}
+		setCapped(tc, capped)
 		requeue.RequeueAfter = min(expires.Sub(now), recheck)
 	}
 	tc.Status.Endpoint = st.Cluster.Endpoint
@@ -195,27 +229,54 @@ func (r *Reconciler) queued(ctx context.Context, tc *v1alpha1.TestCluster) (reas
 	return v1alpha1.ReasonQueued, "waiting for " + where
 }
 
-// publish writes the kubeconfig Secret, owned by the TestCluster.
+// publish writes the kubeconfig Secret, owned by the TestCluster, and
+// rewrites it when the cluster's kubeconfig changed (a rebuilt cluster has
+// new certificates).
 func (r *Reconciler) publish(ctx context.Context, tc *v1alpha1.TestCluster, st provision.Status) error {
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      tc.Name + "-kubeconfig",
-			Namespace: tc.Namespace,
-			Labels:    map[string]string{provision.LabelTestCluster: tc.Name},
-		},
-		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{KubeconfigKey: st.Kubeconfig},
-	}
-	if err := controllerutil.SetControllerReference(tc, secret, r.Client.Scheme()); err != nil {
-		return err
-	}
-	if tc.Status.KubeconfigSecret != secret.Name {
-		if err := r.Client.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
+	name := SecretName(tc.Name)
+	secret := &corev1.Secret{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: tc.Namespace, Name: name}, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		secret = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:      name,
+				Namespace: tc.Namespace,
+				Labels:    map[string]string{provision.LabelTestCluster: tc.Name},
+			},
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{KubeconfigKey: st.Kubeconfig},
+		}
+		if err := controllerutil.SetControllerReference(tc, secret, r.Client.Scheme()); err != nil {
+			return err
+		}
+		if err := r.Client.Create(ctx, secret); err != nil {
 			return fmt.Errorf("publish kubeconfig: %w", err)
 		}
-		tc.Status.KubeconfigSecret = secret.Name
+	case err != nil:
+		return fmt.Errorf("publish kubeconfig: %w", err)
+	case !metav1.IsControlledBy(secret, tc):
+		return fmt.Errorf("publish kubeconfig: %w", errSecretTaken{name})
+	case !bytes.Equal(secret.Data[KubeconfigKey], st.Kubeconfig):
+		base := secret.DeepCopy()
+		secret.Data = map[string][]byte{KubeconfigKey: st.Kubeconfig}
+		if err := r.Client.Patch(ctx, secret, ctrl.MergeFrom(base)); err != nil {
+			return fmt.Errorf("publish kubeconfig: %w", err)
+		}
 	}
+	tc.Status.KubeconfigSecret = name
 	return nil
+}
+
+// SecretName is the name of a TestCluster's kubeconfig Secret.
+func SecretName(testCluster string) string { return testCluster + "-kubeconfig" }
+
+// errSecretTaken: a Secret of the kubeconfig's name exists and belongs to
+// something else.
+type errSecretTaken struct{ name string }
+
+func (e errSecretTaken) Error() string {
+	return fmt.Sprintf("Secret %q exists and is not this TestCluster's; delete or rename it", e.name)
 }
 
 func (r *Reconciler) reconcileDelete(ctx context.Context, tc *v1alpha1.TestCluster) error {
@@ -223,16 +284,25 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, tc *v1alpha1.TestClust
 		return nil
 	}
 	if name := tc.Spec.ClusterName; name != "" {
-		// Never delete a cluster this server did not create.
-		if c, err := r.Provisioner.Provider().Get(ctx, name); err != nil || c.Labels[provision.LabelServer] == r.Server {
+		// Only the cluster this TestCluster was bound to by this server:
+		// its record names this TestCluster's UID.
+		owned, err := r.owns(ctx, tc, name)
+		if err != nil {
+			return err
+		}
+		if owned {
 			log.FromContext(ctx).Info("Deleting cluster of TestCluster", "testcluster", klog.KObj(tc), "cluster", name)
 			if err := r.Provisioner.Delete(ctx, name); err != nil {
 				return err
 			}
 		}
 	}
-	if tc.Status.KubeconfigSecret != "" {
-		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: tc.Namespace, Name: tc.Status.KubeconfigSecret}}
+	secret := &corev1.Secret{}
+	switch err := r.Client.Get(ctx, types.NamespacedName{Namespace: tc.Namespace, Name: SecretName(tc.Name)}, secret); {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return err
+	case metav1.IsControlledBy(secret, tc):
 		if err := r.Client.Delete(ctx, secret); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
@@ -243,8 +313,35 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, tc *v1alpha1.TestClust
 	return ctrl.IgnoreNotFound(r.Client.Patch(ctx, tc, ctrl.MergeFrom(base)))
 }
 
-func ownedByPool(labels map[string]string, tc *v1alpha1.TestCluster) bool {
-	return labels[provision.LabelPool] == tc.Spec.PoolRef && labels[provision.LabelNamespace] == tc.Namespace
+// owns says whether the cluster name is tc's: built or claimed for it by
+// this server, as the cluster's own record says.
+func (r *Reconciler) owns(ctx context.Context, tc *v1alpha1.TestCluster, name string) (bool, error) {
+	if st, ok := r.Provisioner.Get(name); ok {
+		return st.Labels[provision.LabelTestClusterUID] == string(tc.UID), nil
+	}
+	c, err := r.Provisioner.Provider().Get(ctx, name)
+	switch {
+	case errors.Is(err, provider.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return c.Labels[provision.LabelServer] == r.Server && c.Labels[provision.LabelTestClusterUID] == string(tc.UID), nil
+}
+
+type seenEntry struct {
+	key types.NamespacedName
+	at  time.Time
+}
+
+// forget drops what is remembered of a TestCluster that is gone.
+func (r *Reconciler) forget(key types.NamespacedName) {
+	r.firstSeen.Range(func(k, v any) bool {
+		if e := v.(seenEntry); e.key == key {
+			r.firstSeen.Delete(k)
+		}
+		return true
+	})
 }
 
 func fail(tc *v1alpha1.TestCluster, reason, msg string) {
@@ -277,6 +374,7 @@ func phaseOf(tc *v1alpha1.TestCluster) v1alpha1.TestClusterPhase {
 	case ready != nil && ready.Status == metav1.ConditionTrue:
 		return v1alpha1.TestClusterReady
 	case ready != nil && (ready.Reason == v1alpha1.ReasonProvisionFailed || ready.Reason == v1alpha1.ReasonClusterLost ||
+		ready.Reason == v1alpha1.ReasonClusterUnhealthy ||
 		(ready.Reason == v1alpha1.ReasonTemplateNotFound && tc.Spec.ClusterName != "")):
 		return v1alpha1.TestClusterFailed
 	case tc.Spec.ClusterName == "":
