@@ -62,6 +62,13 @@ func freeAddr(t testing.TB) string {
 }
 
 func (s *server) start() {
+	s.h.t.Helper()
+	s.launch()
+	s.waitReady()
+}
+
+// launch starts the serve process without waiting for it.
+func (s *server) launch() {
 	t := s.h.t
 	t.Helper()
 	log, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -77,6 +84,12 @@ func (s *server) start() {
 	}
 	s.exited = make(chan error, 1)
 	go func() { s.exited <- s.cmd.Wait() }()
+}
+
+// waitReady waits until the server's /readyz answers and makes its client.
+func (s *server) waitReady() {
+	t := s.h.t
+	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for !s.ready() {
 		select {

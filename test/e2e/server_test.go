@@ -568,7 +568,7 @@ func TestServerOperatorMode(t *testing.T) {
 	s.start()
 	t.Cleanup(s.cleanup)
 	ctx := t.Context()
-	for _, obj := range []client.Object{template("bare", 0), pool("ops", "bare", 1, 2)} {
+	for _, obj := range []client.Object{template("bare", 0), pool("ops", "bare", 1, 4)} {
 		if err := s.client.Create(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
@@ -588,4 +588,45 @@ func TestServerOperatorMode(t *testing.T) {
 	if err := s.client.Get(ctx, types.NamespacedName{Namespace: "kube-system", Name: "ephemera-ops"}, lease); err != nil {
 		t.Errorf("no leader election lease: %v", err)
 	}
+
+	t.Run("a replica with another state dir but the same instance refuses to start", func(t *testing.T) {
+		other := &harness{t: t, stateDir: t.TempDir()}
+		r := other.run(ctx, "serve", "--kubeconfig", path, "--instance", "ops", "--leader-election-namespace", "kube-system",
+			"--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+		if r.err == nil || !strings.Contains(r.stderr, "is served from state dir "+h.stateDir) {
+			t.Errorf("a second state dir for instance ops: %s", r)
+		}
+	})
+
+	t.Run("a second replica on the same state dir waits for it, and takes over with what the first did meanwhile", func(t *testing.T) {
+		s2 := &server{h: h, args: s.args, logPath: t.TempDir() + "/serve2.log", metricsAddr: freeAddr(t), healthAddr: freeAddr(t), kubeconfig: path}
+		s2.launch()
+		h.t.Cleanup(s2.cleanup) // the parent's: it outlives this subtest
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := waitFor(wctx, func() (bool, string) {
+			return strings.Contains(s2.log(), "Waiting for the state dir"), "replica 2 does not say it waits:\n" + s2.log()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// The first replica goes on: a claim takes the spare, and the pool
+		// builds a new one replica 2 has never seen.
+		h.with(t).must("--server-kubeconfig", path, "create", "testcluster", "late", "--pool", "ops")
+		s.waitPoolReady(ctx, t, "ops", 1)
+		s.kill()
+		s2.waitReady()
+		for _, name := range []string{"job", "late"} {
+			tc := s2.waitTC(ctx, t, "default", name, time.Minute, func(tc *v1alpha1.TestCluster) bool { return tc.Status.Phase == v1alpha1.TestClusterReady })
+			if got := h.with(t).clusters()[tc.Spec.ClusterName]; got.Phase != "Running" {
+				t.Errorf("%s's cluster %s after the takeover: %+v", name, tc.Spec.ClusterName, got)
+			}
+		}
+		h.with(t).must("--server-kubeconfig", path, "create", "testcluster", "after", "--pool", "ops")
+		// Replica 2 knows every cluster of the pool: it builds none beyond
+		// the claims it serves and one spare.
+		time.Sleep(3 * time.Second)
+		if got := h.with(t).poolClusters("ops"); len(got) > 4 {
+			t.Errorf("pool ops has %d clusters %v after the takeover, want at most 4 (3 claimed, 1 spare)", len(got), got)
+		}
+	})
 }

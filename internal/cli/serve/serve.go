@@ -77,7 +77,14 @@ Its store is a Kubernetes API:
     /artifacts/ on the metrics address.
   - operator mode (--kubeconfig): any existing cluster, with leader election.
     TestRun artefacts stay in the runner pods there; results come from the
-    test's exit code.
+    test's exit code. A second replica with the same --state-dir waits for
+    the first and takes over when it dies; a server of the same --instance
+    with another state dir is refused (ConfigMap ephemera-instance-INSTANCE).
+
+Every lease is capped by --max-ttl, --max-lifetime and --max-hold, whatever
+its spec or 'ephemera extend' asks; the TestCluster's LeaseCapped condition
+names the cap. Bound clusters survive restarts of serve and of the host: they
+are restarted on their data, never deleted at start (docs/server.md).
 
 Clusters are created by the local provider under --state-dir, so
 'ephemera get clusters' lists them too. /metrics and /healthz, /readyz are

@@ -56,6 +56,9 @@ type Status struct {
 	Cluster *provider.Cluster
 	// Kubeconfig is an admin kubeconfig once Ready.
 	Kubeconfig []byte
+	// Adopted: the cluster existed when this server came to know it (a
+	// restart), rather than being created by it.
+	Adopted bool
 	// Started, Provisioned (API usable) and ReadyAt time its steps.
 	Started, Provisioned, ReadyAt time.Time
 }
@@ -512,7 +515,7 @@ func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemp
 		log.Error(err, "Cluster failed")
 	}
 	r.mu.Lock()
-	j.status.Provisioned = provisioned
+	j.status.Provisioned, j.status.Adopted = provisioned, adopted
 	r.mu.Unlock()
 	r.finish(j, c, kubeconfig, err)
 }

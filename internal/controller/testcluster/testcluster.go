@@ -167,6 +167,15 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 		setCondition(tc, v1alpha1.ConditionReady, false, v1alpha1.ReasonProvisioning, msg)
 		return requeue, nil
 	case provision.Failed:
+		if st.Adopted && tc.Spec.TemplateRef != "" && tc.Status.Timings.Bound == nil {
+			// A create the last server was killed in, never handed out:
+			// build it again.
+			logger.Info("Rebuilding a cluster whose create was interrupted", "testcluster", klog.KObj(tc), "cluster", name, "reason", fmt.Sprint(st.Err))
+			if err := r.Provisioner.Delete(ctx, name); err != nil {
+				return reconcile.Result{}, err
+			}
+			return reconcile.Result{RequeueAfter: 10 * time.Millisecond}, nil
+		}
 		fail(tc, v1alpha1.ReasonProvisionFailed, fmt.Sprintf("creating cluster %q failed: %v", name, st.Err))
 		return reconcile.Result{}, nil
 	case provision.Lost:
