@@ -30,8 +30,10 @@ const (
 	// PhaseDeleting: a delete is under way.
 	PhaseDeleting Phase = "Deleting"
 	// PhaseBroken: the cluster exists but cannot become Running without
-	// help, for example a create that was interrupted or a crashed
-	// component. Delete removes it.
+	// help, for example a create that was interrupted, processes that are
+	// gone, or a component that failed several health checks in a row (a
+	// single failed check, or a component being restarted, leaves the
+	// cluster Running with a Message). Delete removes it.
 	PhaseBroken Phase = "Broken"
 )
 
@@ -45,7 +47,8 @@ type Cluster struct {
 	KubernetesVersion string `json:"kubernetesVersion"`
 	// Phase is the observed state.
 	Phase Phase `json:"phase"`
-	// Message says why the cluster is not Running, when it is not.
+	// Message says why the cluster is not Running, when it is not, or
+	// what is degraded in a Running cluster.
 	Message string `json:"message,omitempty"`
 	// Endpoint is the API server URL.
 	Endpoint string `json:"endpoint,omitempty"`
@@ -79,6 +82,8 @@ type Component struct {
 	Ready bool `json:"ready"`
 	// Restarts counts how often the component was restarted.
 	Restarts int `json:"restarts,omitempty"`
+	// Failures counts the health checks the component failed in a row.
+	Failures int `json:"failures,omitempty"`
 	// Message says what is wrong when not Ready.
 	Message string `json:"message,omitempty"`
 	// Log is where the component logs, if it has a log file.

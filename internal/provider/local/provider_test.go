@@ -330,8 +330,8 @@ func TestObserve(t *testing.T) {
 				cs["kube-apiserver"] = componentStatus{Running: false, LastExit: "exit status 1", Restarts: 2}
 				write(t, filepath.Join(dir, statusFile), supervisorStatus{Phase: supervisorRunning, Components: cs})
 			},
-			phase:    provider.PhaseBroken,
-			message:  "kube-apiserver not running: exit status 1",
+			phase:    provider.PhaseRunning,
+			message:  "degraded: kube-apiserver not running: exit status 1",
 			planned:  true,
 			notReady: map[string]string{"kube-apiserver": "not running: exit status 1"},
 			restarts: 2,

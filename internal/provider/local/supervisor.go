@@ -350,8 +350,9 @@ func (s *supervisor) waitAPI(ctx context.Context) error {
 	}
 }
 
-// checkHealth probes every component's health URL, records the results and
-// returns the names of the unhealthy ones.
+// checkHealth probes every component's health URL, records the results
+// (and how many checks in a row each failed) and returns the names of the
+// unhealthy ones.
 func (s *supervisor) checkHealth(ctx context.Context) []string {
 	var unhealthy []string
 	for _, c := range s.state.Components {
@@ -365,6 +366,11 @@ func (s *supervisor) checkHealth(ctx context.Context) []string {
 		s.update(func(st *supervisorStatus) {
 			cs := st.Components[c.Name]
 			cs.Healthy = ok
+			if ok {
+				cs.Failures = 0
+			} else {
+				cs.Failures++
+			}
 			st.Components[c.Name] = cs
 		})
 	}
