@@ -31,6 +31,8 @@ const (
 	schedulerUser = "system:kube-scheduler"
 	kwokUser      = "ephemera:node-simulator"
 	mastersGroup  = "system:masters"
+	// etcdPeerCN is the only client etcd's peer port accepts.
+	etcdPeerCN = "etcd-peer"
 )
 
 // writePKI creates the cluster's CAs, serving and client certificates and
@@ -73,6 +75,9 @@ func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time) (*pki
 			Usage:      pki.ServerAuth,
 		}},
 		{"etcd-server", etcdCA, pki.CertSpec{CommonName: "etcd", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth | pki.ClientAuth}},
+		// etcd's peer port serves and accepts only this certificate (see
+		// plan), so that nothing else on the loopback reaches raft.
+		{"etcd-peer", etcdCA, pki.CertSpec{CommonName: etcdPeerCN, DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth | pki.ClientAuth}},
 		{"apiserver-etcd-client", etcdCA, pki.CertSpec{CommonName: "kube-apiserver-etcd-client", Usage: pki.ClientAuth}},
 		{"kube-controller-manager-server", ca, pki.CertSpec{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
 		{"kube-scheduler-server", ca, pki.CertSpec{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
@@ -197,7 +202,11 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 	f := func(name string) string { return filepath.Join(dir, name) }
 	addr := func(port int) string { return net.JoinHostPort(localhost, strconv.Itoa(port)) }
 	etcdURL := "https://" + addr(ps.EtcdClient)
-	peerURL := "http://" + addr(ps.EtcdPeer)
+	// A single member has no peers, but etcd listens on a peer port
+	// anyway, and that port is reachable by everything on the loopback
+	// (the host's, or a real node's network namespace with hostNetwork
+	// pods): it is TLS, and only the member's own peer certificate gets in.
+	peerURL := "https://" + addr(ps.EtcdPeer)
 
 	etcd := component{
 		Name: kube.Etcd,
@@ -214,6 +223,11 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 			"--key-file=" + p("etcd-server.key"),
 			"--trusted-ca-file=" + p("etcd-ca.crt"),
 			"--client-cert-auth=true",
+			"--peer-cert-file=" + p("etcd-peer.crt"),
+			"--peer-key-file=" + p("etcd-peer.key"),
+			"--peer-trusted-ca-file=" + p("etcd-ca.crt"),
+			"--peer-client-cert-auth=true",
+			"--peer-cert-allowed-cn=" + etcdPeerCN,
 			// A throwaway cluster needs no durability.
 			"--unsafe-no-fsync=true",
 			// A single member elects itself: with the default 1s election
