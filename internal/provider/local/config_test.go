@@ -15,15 +15,15 @@ import (
 // flags name is written by writePKI and writeKubeconfigs.
 func TestPlanFilesExist(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := writePKI(dir, defaultServiceSubnet, netip.Addr{}, testCreatedAt)
+	ca, err := writePKI(dir, defaultServiceSubnet, netip.Addr{}, testCreatedAt, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeKubeconfigs(dir, ca, "c", "https://127.0.0.1:6443", false, testCreatedAt); err != nil {
+	if err := writeKubeconfigs(dir, ca, "c", "https://127.0.0.1:6443", false, testCreatedAt, 0); err != nil {
 		t.Fatal(err)
 	}
 	inst := &kube.Installation{Version: "v1.36.3", Dir: t.TempDir()}
-	comps := plan(dir, inst, ports{1, 2, 3, 4, 5, 6}, localhost, defaultServiceSubnet, defaultPodSubnet)
+	comps := plan(dir, inst, ports{1, 2, 3, 4, 5, 6}, localhost, defaultServiceSubnet, defaultPodSubnet, false)
 	for _, c := range comps {
 		for _, arg := range c.Args[1:] {
 			_, value, ok := strings.Cut(arg, "=")
@@ -42,7 +42,7 @@ func TestPlanFilesExist(t *testing.T) {
 func TestEtcdPeerPortIsTLS(t *testing.T) {
 	dir := t.TempDir()
 	inst := &kube.Installation{Version: "v1.36.3", Dir: t.TempDir()}
-	etcd := plan(dir, inst, ports{EtcdClient: 1, EtcdPeer: 2}, localhost, defaultServiceSubnet, defaultPodSubnet)[0]
+	etcd := plan(dir, inst, ports{EtcdClient: 1, EtcdPeer: 2}, localhost, defaultServiceSubnet, defaultPodSubnet, false)[0]
 	p := func(name string) string { return filepath.Join(dir, pkiDir, name) }
 	for _, want := range []string{
 		"--listen-peer-urls=https://127.0.0.1:2",
@@ -61,6 +61,37 @@ func TestEtcdPeerPortIsTLS(t *testing.T) {
 	for _, a := range etcd.Args {
 		if strings.Contains(a, "http://") {
 			t.Errorf("etcd listens in plain HTTP: %s", a)
+		}
+	}
+}
+
+// TestDurable: etcd syncs to disk in a durable provider's clusters, and
+// makeDurable turns an older plan durable.
+func TestDurable(t *testing.T) {
+	dir := t.TempDir()
+	inst := &kube.Installation{Version: "v1.36.3", Dir: t.TempDir()}
+	for _, durable := range []bool{false, true} {
+		etcd := plan(dir, inst, ports{}, localhost, defaultServiceSubnet, defaultPodSubnet, durable)[0]
+		if got := slices.Contains(etcd.Args, unsafeNoFsync); got == durable {
+			t.Errorf("durable %v: etcd args have %s: %v", durable, unsafeNoFsync, got)
+		}
+	}
+
+	st := testPlan("c")
+	st.Components = plan(dir, inst, ports{}, localhost, defaultServiceSubnet, defaultPodSubnet, false)
+	if err := makeDurable(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	var written clusterState
+	if err := readJSON(filepath.Join(dir, clusterFile), &written); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []clusterState{st, written} {
+		if slices.Contains(s.Components[0].Args, unsafeNoFsync) {
+			t.Errorf("after makeDurable etcd still runs with %s", unsafeNoFsync)
+		}
+		if len(s.Components[0].Args) != len(st.Components[0].Args) || len(s.Components) != 5 {
+			t.Errorf("makeDurable changed more than the flag: %+v", s.Components)
 		}
 	}
 }

@@ -55,7 +55,11 @@ type Provider struct {
 	// hostNetworkErr is why Options.HostNetwork was refused; it fails
 	// every create of a real-node cluster.
 	hostNetworkErr error
+	durable        bool
 	now            func() time.Time
+	// leafValidity is how long new leaf certificates are valid; zero
+	// means pki's default, a year. Tests shorten it.
+	leafValidity time.Duration
 }
 
 // Options configure a Provider.
@@ -72,6 +76,13 @@ type Options struct {
 	// addresses from; empty means $EPHEMERA_HOST_NETWORK, else
 	// DefaultHostNetwork.
 	HostNetwork string
+	// Durable makes etcd sync every write to disk, for clusters whose data
+	// must survive a host crash, like a server's management plane. Without
+	// it etcd runs with --unsafe-no-fsync: faster, and a throwaway cluster
+	// loses nothing it needs. A cluster created before keeps what its plan
+	// says until Restart, which drops --unsafe-no-fsync for a durable
+	// provider.
+	Durable bool
 }
 
 // New returns a local provider. A relative StateDir is made absolute: the
@@ -85,7 +96,7 @@ func New(opts Options) *Provider {
 	if hostNetwork == "" {
 		hostNetwork = cmp.Or(os.Getenv(HostNetworkEnv), DefaultHostNetwork)
 	}
-	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, now: time.Now}
+	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, durable: opts.Durable, now: time.Now}
 	p.hostNetwork, p.hostNetworkErr = ParseHostNetwork(hostNetwork)
 	return p
 }
@@ -277,7 +288,7 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 	if st.Node != nil {
 		nodeIP = st.Node.Network.NodeIP
 	}
-	ca, err := writePKI(dir, st.Spec.Network.ServiceSubnet, nodeIP, st.CreatedAt)
+	ca, err := writePKI(dir, st.Spec.Network.ServiceSubnet, nodeIP, st.CreatedAt, p.leafValidity)
 	if err != nil {
 		return fmt.Errorf("create certificates: %w", err)
 	}
@@ -287,7 +298,7 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 		}
 	}
 	write := func() error {
-		if err := writeKubeconfigs(dir, ca, st.Name, st.Endpoint, st.Node != nil, st.CreatedAt); err != nil {
+		if err := writeKubeconfigs(dir, ca, st.Name, st.Endpoint, st.Node != nil, st.CreatedAt, p.leafValidity); err != nil {
 			return err
 		}
 		apiAddr := localhost
@@ -297,7 +308,7 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 				return fmt.Errorf("write node configuration: %w", err)
 			}
 		}
-		st.Components = plan(dir, inst, st.Ports, apiAddr, st.Spec.Network.ServiceSubnet, st.Spec.Network.PodSubnet)
+		st.Components = plan(dir, inst, st.Ports, apiAddr, st.Spec.Network.ServiceSubnet, st.Spec.Network.PodSubnet, p.durable)
 		if st.Spec.Nodes.SimulatedCount() == 0 {
 			st.Components = slices.DeleteFunc(st.Components, func(c component) bool { return c.Name == kube.Kwok })
 		}
