@@ -143,6 +143,17 @@ func stopCluster(ctx context.Context, dir string) error {
 	if err := killAll(ctx, dir); err != nil {
 		return err
 	}
+	// A killed process drops out of processesOf once its leader has
+	// released its memory (its command line reads empty), while its other
+	// threads may still hold its files: wait for the supervisor's lock, or
+	// a Restart right after would take the cluster for running.
+	for flock.Held(filepath.Join(dir, supervisorLock)) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the supervisor's lock is still held after its processes were killed: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	names := namesFor(dir)
 	if err := removeCgroup(ctx, names.Cgroup); err != nil {
 		return err
