@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -84,6 +85,9 @@ type CertSpec struct {
 	IPs []net.IP
 	// Usage is ServerAuth, ClientAuth or both.
 	Usage Usage
+	// Validity is how long the certificate is valid from now; zero means
+	// a year.
+	Validity time.Duration
 }
 
 // KeyPair is a PEM-encoded certificate and private key.
@@ -111,7 +115,7 @@ func (ca *CA) Issue(spec CertSpec, now time.Time) (KeyPair, error) {
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: spec.CommonName, Organization: spec.Organization},
 		NotBefore:    now.Add(-backdate),
-		NotAfter:     now.Add(leafValidity),
+		NotAfter:     now.Add(cmp.Or(spec.Validity, leafValidity)),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		DNSNames:     spec.DNSNames,
 		IPAddresses:  spec.IPs,
@@ -131,6 +135,68 @@ func (ca *CA) Issue(spec CertSpec, now time.Time) (KeyPair, error) {
 		return KeyPair{}, err
 	}
 	return KeyPair{CertPEM: EncodeCert(der), KeyPEM: keyPEM}, nil
+}
+
+// SpecOf returns the spec a leaf certificate was issued for, so that it can
+// be issued again alike: same subject, names, addresses and usages.
+func SpecOf(cert *x509.Certificate) CertSpec {
+	spec := CertSpec{
+		CommonName:   cert.Subject.CommonName,
+		Organization: cert.Subject.Organization,
+		DNSNames:     cert.DNSNames,
+		IPs:          cert.IPAddresses,
+	}
+	for _, u := range cert.ExtKeyUsage {
+		switch u {
+		case x509.ExtKeyUsageServerAuth:
+			spec.Usage |= ServerAuth
+		case x509.ExtKeyUsageClientAuth:
+			spec.Usage |= ClientAuth
+		}
+	}
+	return spec
+}
+
+// LoadCA reads a CA from its PEM certificate and PEM private key.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cert, err := ParseCert(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("certificate %q is not a CA", cert.Subject.CommonName)
+	}
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		return nil, errors.New("no PEM private key")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("CA key is a %T, not a signer", key)
+	}
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("key does not match CA %q", cert.Subject.CommonName)
+	}
+	return &CA{Cert: cert, Key: signer}, nil
+}
+
+// ParseCert decodes the first PEM certificate in data.
+func ParseCert(data []byte) (*x509.Certificate, error) {
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("no PEM certificate")
+		}
+		if block.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(block.Bytes)
+		}
+	}
 }
 
 // CertPEM returns the CA certificate in PEM.

@@ -339,3 +339,70 @@ func TestNewSigningKey(t *testing.T) {
 		t.Error("two calls returned the same private key")
 	}
 }
+
+func TestIssueValidity(t *testing.T) {
+	ca := newTestCA(t)
+	for _, tt := range []struct {
+		validity time.Duration
+		want     time.Time
+	}{
+		{0, now.Add(365 * 24 * time.Hour)},
+		{2 * time.Hour, now.Add(2 * time.Hour)},
+	} {
+		kp, err := ca.Issue(CertSpec{CommonName: "x", Usage: ClientAuth, Validity: tt.validity}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := parseCert(t, kp.CertPEM).NotAfter; !got.Equal(tt.want) {
+			t.Errorf("validity %s: NotAfter = %v, want %v", tt.validity, got, tt.want)
+		}
+	}
+}
+
+// TestSpecOfReissuesAlike: a certificate issued again from SpecOf has the
+// same subject, names, addresses and usages.
+func TestSpecOfReissuesAlike(t *testing.T) {
+	ca := newTestCA(t)
+	for _, spec := range []CertSpec{
+		{CommonName: "kube-apiserver", DNSNames: []string{"localhost", "kubernetes"}, IPs: []net.IP{net.ParseIP("127.0.0.1").To4(), net.ParseIP("10.96.0.1").To4()}, Usage: ServerAuth},
+		{CommonName: "etcd", DNSNames: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1").To4()}, Usage: ServerAuth | ClientAuth},
+		{CommonName: "system:node:node-1", Organization: []string{"system:nodes"}, Usage: ClientAuth},
+	} {
+		kp, err := ca.Issue(spec, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := SpecOf(parseCert(t, kp.CertPEM))
+		if !reflect.DeepEqual(got, spec) {
+			t.Errorf("SpecOf = %+v, want %+v", got, spec)
+		}
+	}
+}
+
+func TestLoadCA(t *testing.T) {
+	ca := newTestCA(t)
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadCA(ca.CertPEM(), keyPEM)
+	if err != nil {
+		t.Fatalf("LoadCA: %v", err)
+	}
+	kp, err := loaded.Issue(CertSpec{CommonName: "x", Usage: ClientAuth}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parseCert(t, kp.CertPEM).CheckSignatureFrom(ca.Cert); err != nil {
+		t.Errorf("issued by the loaded CA, not trusted by the original: %v", err)
+	}
+
+	other := newTestCA(t)
+	otherKey, _ := other.KeyPEM()
+	if _, err := LoadCA(ca.CertPEM(), otherKey); err == nil {
+		t.Error("LoadCA with another CA's key succeeded")
+	}
+	if _, err := LoadCA(kp.CertPEM, kp.KeyPEM); err == nil {
+		t.Error("LoadCA of a leaf succeeded")
+	}
+}

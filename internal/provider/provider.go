@@ -16,6 +16,11 @@ var (
 	ErrAlreadyExists = errors.New("cluster already exists")
 	// ErrUnsupported: the provider cannot do what the spec asks.
 	ErrUnsupported = errors.New("not supported by this provider")
+	// ErrInvalidSpec: the provider refuses the name or spec, and will
+	// again until it changes (a bad name, too many nodes, a version that
+	// is not installed, a host that cannot run what is asked). Callers
+	// treat it as terminal rather than retrying.
+	ErrInvalidSpec = errors.New("invalid cluster spec")
 )
 
 // Phase is the observed state of a cluster.
@@ -30,8 +35,10 @@ const (
 	// PhaseDeleting: a delete is under way.
 	PhaseDeleting Phase = "Deleting"
 	// PhaseBroken: the cluster exists but cannot become Running without
-	// help, for example a create that was interrupted or a crashed
-	// component. Delete removes it.
+	// help, for example a create that was interrupted, processes that are
+	// gone, or a component that failed several health checks in a row (a
+	// single failed check, or a component being restarted, leaves the
+	// cluster Running with a Message). Delete removes it.
 	PhaseBroken Phase = "Broken"
 )
 
@@ -45,7 +52,8 @@ type Cluster struct {
 	KubernetesVersion string `json:"kubernetesVersion"`
 	// Phase is the observed state.
 	Phase Phase `json:"phase"`
-	// Message says why the cluster is not Running, when it is not.
+	// Message says why the cluster is not Running, when it is not, or
+	// what is degraded in a Running cluster.
 	Message string `json:"message,omitempty"`
 	// Endpoint is the API server URL.
 	Endpoint string `json:"endpoint,omitempty"`
@@ -79,6 +87,8 @@ type Component struct {
 	Ready bool `json:"ready"`
 	// Restarts counts how often the component was restarted.
 	Restarts int `json:"restarts,omitempty"`
+	// Failures counts the health checks the component failed in a row.
+	Failures int `json:"failures,omitempty"`
 	// Message says what is wrong when not Ready.
 	Message string `json:"message,omitempty"`
 	// Log is where the component logs, if it has a log file.
@@ -94,8 +104,9 @@ type Provider interface {
 	Name() string
 
 	// Create starts creating a cluster. It returns ErrAlreadyExists when a
-	// cluster of that name exists in any phase, and an error without side
-	// effects when the spec cannot be honoured. When Create returns nil the
+	// cluster of that name exists in any phase, and an error wrapping
+	// ErrInvalidSpec, without side effects, when the name or spec cannot be
+	// honoured. When Create returns nil the
 	// cluster exists and Get reports it.
 	Create(ctx context.Context, name string, spec v1alpha1.ClusterTemplateSpec, opts CreateOptions) error
 
@@ -122,4 +133,14 @@ type ImageLoader interface {
 	// returns the image names it holds. It returns ErrUnsupported when the
 	// cluster has no node that runs images.
 	LoadImage(ctx context.Context, name, path string) ([]string, error)
+}
+
+// Labeler is the optional ability to change the labels recorded with a
+// cluster.
+type Labeler interface {
+	// SetLabels replaces the cluster's labels with labels, atomically:
+	// Get and List report either the old set or the new one. It returns
+	// ErrNotFound when there is no such cluster, also when a Delete
+	// removed it meanwhile.
+	SetLabels(ctx context.Context, name string, labels map[string]string) error
 }

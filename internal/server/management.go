@@ -24,6 +24,10 @@ const ManagementPlaneName = "management"
 // controllers (the garbage collector deletes kubeconfig Secrets).
 const managementPlaneWait = 2 * time.Minute
 
+// renewCertificatesWithin is how long before they expire Ensure renews the
+// management plane's certificates.
+const renewCertificatesWithin = 30 * 24 * time.Hour
+
 // ManagementPlane is the embedded management plane: a control-plane-only
 // local cluster whose data dir persists across restarts of serve.
 type ManagementPlane struct {
@@ -41,10 +45,15 @@ type ManagementPlane struct {
 // Ensure starts the management plane: it creates it the first time,
 // restarts it on its data when its processes are gone (serve stopped it,
 // or the host restarted), or adopts it when it runs already (serve was
-// killed). It returns the admin kubeconfig.
+// killed). Certificates that expire within 30 days are renewed first, and
+// a running management plane is then restarted to load them. It returns
+// the admin kubeconfig.
 func (m *ManagementPlane) Ensure(ctx context.Context, rep progress.Reporter) ([]byte, error) {
 	opts := lifecycle.CreateOptions{Wait: managementPlaneWait, Progress: rep}
 	c, err := m.Provider.Get(ctx, ManagementPlaneName)
+	if err == nil && (c.Phase == provider.PhaseRunning || c.Phase == provider.PhaseBroken) {
+		err = m.renewCertificates(ctx, c, rep)
+	}
 	switch {
 	case errors.Is(err, provider.ErrNotFound):
 		real, zero := int32(0), int32(0)
@@ -80,6 +89,24 @@ func (m *ManagementPlane) Ensure(ctx context.Context, rep progress.Reporter) ([]
 		return nil, err
 	}
 	return kubeconfig, os.Rename(tmp, m.KubeconfigPath)
+}
+
+// renewCertificates renews the management plane's certificates when they
+// expire soon; a running one is stopped, and shows as Broken in c, so that
+// Ensure restarts it on the new ones.
+func (m *ManagementPlane) renewCertificates(ctx context.Context, c *provider.Cluster, rep progress.Reporter) error {
+	renewed, err := m.Provider.RenewCertificates(ctx, ManagementPlaneName, renewCertificatesWithin)
+	if err != nil || !renewed || c.Phase == provider.PhaseBroken {
+		return err
+	}
+	rep.Start("Stopping the management plane to load its renewed certificates")
+	if err := m.Provider.Stop(ctx, ManagementPlaneName); err != nil {
+		rep.End(false)
+		return err
+	}
+	rep.End(true)
+	c.Phase = provider.PhaseBroken
+	return nil
 }
 
 // GatewayAddress is the host address the management plane's node reaches

@@ -195,6 +195,8 @@ func TestCreateUseDelete(t *testing.T) {
 		}
 	}
 
+	h.assertEtcdPeerPortClosed("demo")
+
 	ports := h.clusterPorts("demo")
 	h.must("delete", "cluster", "demo")
 	h.assertNothingLeft()

@@ -192,7 +192,7 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 	}
 
 	mp := &server.ManagementPlane{
-		Provider:       local.New(local.Options{StateDir: dir, Cache: e.Cache(), Supervisor: supervisor, HostNetwork: e.HostNetwork}),
+		Provider:       local.New(local.Options{StateDir: dir, Cache: e.Cache(), Supervisor: supervisor, HostNetwork: e.HostNetwork, Durable: true}),
 		KubeconfigPath: env.DefaultServerKubeconfig(e.StateDir),
 		RunnerNode:     opts.runnerNode,
 	}

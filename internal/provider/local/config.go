@@ -31,6 +31,8 @@ const (
 	schedulerUser = "system:kube-scheduler"
 	kwokUser      = "ephemera:node-simulator"
 	mastersGroup  = "system:masters"
+	// etcdPeerCN is the only client etcd's peer port accepts.
+	etcdPeerCN = "etcd-peer"
 )
 
 // writePKI creates the cluster's CAs, serving and client certificates and
@@ -38,7 +40,7 @@ const (
 // Every cluster gets the API server's client certificate for kubelets (the
 // API server's flags name it); one with a real node (nodeIP valid) also
 // gets the kubelet's serving certificate.
-func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time) (*pki.CA, error) {
+func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time, validity time.Duration) (*pki.CA, error) {
 	pkiPath := filepath.Join(dir, pkiDir)
 	if err := os.MkdirAll(pkiPath, 0o700); err != nil {
 		return nil, err
@@ -73,6 +75,9 @@ func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time) (*pki
 			Usage:      pki.ServerAuth,
 		}},
 		{"etcd-server", etcdCA, pki.CertSpec{CommonName: "etcd", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth | pki.ClientAuth}},
+		// etcd's peer port serves and accepts only this certificate (see
+		// plan), so that nothing else on the loopback reaches raft.
+		{"etcd-peer", etcdCA, pki.CertSpec{CommonName: etcdPeerCN, DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth | pki.ClientAuth}},
 		{"apiserver-etcd-client", etcdCA, pki.CertSpec{CommonName: "kube-apiserver-etcd-client", Usage: pki.ClientAuth}},
 		{"kube-controller-manager-server", ca, pki.CertSpec{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
 		{"kube-scheduler-server", ca, pki.CertSpec{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
@@ -90,7 +95,12 @@ func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time) (*pki
 	if files["ca.key"], err = ca.KeyPEM(); err != nil {
 		return nil, err
 	}
+	// Kept to renew the etcd certificates (see RenewCertificates).
+	if files["etcd-ca.key"], err = etcdCA.KeyPEM(); err != nil {
+		return nil, err
+	}
 	for _, is := range issues {
+		is.spec.Validity = validity
 		kp, err := is.ca.Issue(is.spec, now)
 		if err != nil {
 			return nil, err
@@ -111,7 +121,7 @@ func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time) (*pki
 // writeKubeconfigs writes the admin kubeconfig and one per component, each
 // with its own client certificate; the kubelet's and kube-proxy's when the
 // cluster has a real node.
-func writeKubeconfigs(dir string, ca *pki.CA, name, endpoint string, realNode bool, now time.Time) error {
+func writeKubeconfigs(dir string, ca *pki.CA, name, endpoint string, realNode bool, now time.Time, validity time.Duration) error {
 	type user struct {
 		file string
 		cn   string
@@ -130,7 +140,7 @@ func writeKubeconfigs(dir string, ca *pki.CA, name, endpoint string, realNode bo
 		)
 	}
 	for _, u := range users {
-		kp, err := ca.Issue(pki.CertSpec{CommonName: u.cn, Organization: u.orgs, Usage: pki.ClientAuth}, now)
+		kp, err := ca.Issue(pki.CertSpec{CommonName: u.cn, Organization: u.orgs, Usage: pki.ClientAuth, Validity: validity}, now)
 		if err != nil {
 			return err
 		}
@@ -180,6 +190,9 @@ func firstServiceIP(subnet string) (net.IP, error) {
 	return net.IP(prefix.Masked().Addr().Next().AsSlice()), nil
 }
 
+// unsafeNoFsync is the etcd flag of a cluster that is not durable.
+const unsafeNoFsync = "--unsafe-no-fsync=true"
+
 // gcHoliday postpones garbage collection in the control-plane components
 // for their start-up (see kube.gcHolidayMain) until 10 s have passed or the
 // heap reaches 192 MiB: on 2 cores the API answers about a third sooner.
@@ -192,12 +205,19 @@ var gcHoliday = []string{"EPHEMERA_GC_HOLIDAY=10s", "EPHEMERA_GC_HOLIDAY_LIMIT_M
 // health URLs and start order.
 // The API server listens on apiAddr (the node's address in a real-node
 // cluster), everything else on the loopback address.
-func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet, podSubnet string) []component {
+//
+// Unless durable, etcd does not sync to disk: a throwaway cluster needs no
+// durability, and fsync is most of a write's latency.
+func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet, podSubnet string, durable bool) []component {
 	p := func(name string) string { return filepath.Join(dir, pkiDir, name) }
 	f := func(name string) string { return filepath.Join(dir, name) }
 	addr := func(port int) string { return net.JoinHostPort(localhost, strconv.Itoa(port)) }
 	etcdURL := "https://" + addr(ps.EtcdClient)
-	peerURL := "http://" + addr(ps.EtcdPeer)
+	// A single member has no peers, but etcd listens on a peer port
+	// anyway, and that port is reachable by everything on the loopback
+	// (the host's, or a real node's network namespace with hostNetwork
+	// pods): it is TLS, and only the member's own peer certificate gets in.
+	peerURL := "https://" + addr(ps.EtcdPeer)
 
 	etcd := component{
 		Name: kube.Etcd,
@@ -214,14 +234,20 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 			"--key-file=" + p("etcd-server.key"),
 			"--trusted-ca-file=" + p("etcd-ca.crt"),
 			"--client-cert-auth=true",
-			// A throwaway cluster needs no durability.
-			"--unsafe-no-fsync=true",
+			"--peer-cert-file=" + p("etcd-peer.crt"),
+			"--peer-key-file=" + p("etcd-peer.key"),
+			"--peer-trusted-ca-file=" + p("etcd-ca.crt"),
+			"--peer-client-cert-auth=true",
+			"--peer-cert-allowed-cn=" + etcdPeerCN,
 			// A single member elects itself: with the default 1s election
 			// timeout that alone delays the first write by about a second.
 			"--heartbeat-interval=20",
 			"--election-timeout=200",
 			"--log-level=warn",
 		},
+	}
+	if !durable {
+		etcd.Args = append(etcd.Args, unsafeNoFsync)
 	}
 	apiserver := component{
 		Name: kube.APIServer,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -54,7 +55,11 @@ type Provider struct {
 	// hostNetworkErr is why Options.HostNetwork was refused; it fails
 	// every create of a real-node cluster.
 	hostNetworkErr error
+	durable        bool
 	now            func() time.Time
+	// leafValidity is how long new leaf certificates are valid; zero
+	// means pki's default, a year. Tests shorten it.
+	leafValidity time.Duration
 }
 
 // Options configure a Provider.
@@ -71,6 +76,13 @@ type Options struct {
 	// addresses from; empty means $EPHEMERA_HOST_NETWORK, else
 	// DefaultHostNetwork.
 	HostNetwork string
+	// Durable makes etcd sync every write to disk, for clusters whose data
+	// must survive a host crash, like a server's management plane. Without
+	// it etcd runs with --unsafe-no-fsync: faster, and a throwaway cluster
+	// loses nothing it needs. A cluster created before keeps what its plan
+	// says until Restart, which drops --unsafe-no-fsync for a durable
+	// provider.
+	Durable bool
 }
 
 // New returns a local provider. A relative StateDir is made absolute: the
@@ -84,7 +96,7 @@ func New(opts Options) *Provider {
 	if hostNetwork == "" {
 		hostNetwork = cmp.Or(os.Getenv(HostNetworkEnv), DefaultHostNetwork)
 	}
-	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, now: time.Now}
+	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, durable: opts.Durable, now: time.Now}
 	p.hostNetwork, p.hostNetworkErr = ParseHostNetwork(hostNetwork)
 	return p
 }
@@ -112,27 +124,39 @@ func (p *Provider) clustersDir() string { return filepath.Join(p.stateDir, "clus
 
 func (p *Provider) clusterDir(name string) string { return filepath.Join(p.clustersDir(), name) }
 
-// ErrInvalidSpec wraps every rejection of a name or spec.
-var ErrInvalidSpec = errors.New("invalid cluster")
+// errInvalid starts the message of every refusal of a name or spec; it
+// matches provider.ErrInvalidSpec.
+var errInvalid = invalidSpec(errors.New("invalid cluster"))
+
+// invalidSpec marks err as a refusal of the name or spec: it keeps err's
+// message and matches both err and provider.ErrInvalidSpec.
+func invalidSpec(err error) error { return specError{err} }
+
+type specError struct{ err error }
+
+func (e specError) Error() string { return e.err.Error() }
+
+func (e specError) Unwrap() []error { return []error{e.err, provider.ErrInvalidSpec} }
 
 // Validate checks a name and spec without touching anything, so that bad
 // input changes nothing. It returns the installation the cluster would use.
+// Every refusal wraps provider.ErrInvalidSpec.
 func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*kube.Installation, error) {
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return nil, fmt.Errorf("%w name %q: %s", ErrInvalidSpec, name, errs[0])
+		return nil, fmt.Errorf("%w name %q: %s", errInvalid, name, errs[0])
 	}
 	if len(name) > maxNameLength {
-		return nil, fmt.Errorf("%w name %q: must be no more than %d characters", ErrInvalidSpec, name, maxNameLength)
+		return nil, fmt.Errorf("%w name %q: must be no more than %d characters", errInvalid, name, maxNameLength)
 	}
 	if spec.ProviderOrDefault() != v1alpha1.ProviderLocal {
-		return nil, fmt.Errorf("%w: provider %q is not %q", ErrInvalidSpec, spec.Provider, Name)
+		return nil, fmt.Errorf("%w: provider %q is not %q", errInvalid, spec.Provider, Name)
 	}
 	if n := spec.Nodes.SimulatedCount(); n < 0 || n > maxSimulatedNodes {
-		return nil, fmt.Errorf("%w: %d simulated nodes: want 0 to %d", ErrInvalidSpec, n, maxSimulatedNodes)
+		return nil, fmt.Errorf("%w: %d simulated nodes: want 0 to %d", errInvalid, n, maxSimulatedNodes)
 	}
 	realNodes := spec.Nodes.RealCount()
 	if realNodes < 0 || realNodes > 1 {
-		return nil, fmt.Errorf("%w: %d real nodes: the local provider runs 0 or 1 (add simulated nodes for more)", ErrInvalidSpec, realNodes)
+		return nil, fmt.Errorf("%w: %d real nodes: the local provider runs 0 or 1 (add simulated nodes for more)", errInvalid, realNodes)
 	}
 	subnets := map[string]string{"serviceSubnet": defaultServiceSubnet, "podSubnet": defaultPodSubnet}
 	for field, cidr := range map[string]string{"serviceSubnet": spec.Network.ServiceSubnet, "podSubnet": spec.Network.PodSubnet} {
@@ -140,7 +164,7 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 			continue
 		}
 		if _, err := firstServiceIP(cidr); err != nil {
-			return nil, fmt.Errorf("%w: network.%s: %q is not a CIDR like 10.96.0.0/16", ErrInvalidSpec, field, cidr)
+			return nil, fmt.Errorf("%w: network.%s: %q is not a CIDR like 10.96.0.0/16", errInvalid, field, cidr)
 		}
 		subnets[field] = cidr
 	}
@@ -148,24 +172,30 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 	if version == "" {
 		version = kube.DefaultVersion
 	}
+	if err := kube.ValidateVersion(version); err != nil {
+		return nil, invalidSpec(err)
+	}
 	inst, err := p.cache.Get(version)
+	if errors.Is(err, kube.ErrNotInstalled) {
+		return nil, invalidSpec(err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if realNodes > 0 {
 		if p.hostNetworkErr != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidSpec, p.hostNetworkErr)
+			return nil, fmt.Errorf("%w: %v", errInvalid, p.hostNetworkErr)
 		}
 		if _, err := nthServiceIP(subnets["serviceSubnet"], 10); err != nil {
-			return nil, fmt.Errorf("%w: network.serviceSubnet %s has no 10th address for cluster DNS: use a /28 or larger", ErrInvalidSpec, subnets["serviceSubnet"])
+			return nil, fmt.Errorf("%w: network.serviceSubnet %s has no 10th address for cluster DNS: use a /28 or larger", errInvalid, subnets["serviceSubnet"])
 		}
 		for field, cidr := range subnets {
 			if prefix, _ := netip.ParsePrefix(cidr); prefix.Overlaps(p.hostNetwork) {
-				return nil, fmt.Errorf("%w: network.%s %s overlaps the host network %s real nodes get their addresses from: choose another subnet, or set %s", ErrInvalidSpec, field, cidr, p.hostNetwork, HostNetworkEnv)
+				return nil, fmt.Errorf("%w: network.%s %s overlaps the host network %s real nodes get their addresses from: choose another subnet, or set %s", errInvalid, field, cidr, p.hostNetwork, HostNetworkEnv)
 			}
 		}
 		if err := checkRealNodeHost(inst); err != nil {
-			return nil, err
+			return nil, invalidSpec(err)
 		}
 	}
 	return inst, nil
@@ -258,7 +288,7 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 	if st.Node != nil {
 		nodeIP = st.Node.Network.NodeIP
 	}
-	ca, err := writePKI(dir, st.Spec.Network.ServiceSubnet, nodeIP, st.CreatedAt)
+	ca, err := writePKI(dir, st.Spec.Network.ServiceSubnet, nodeIP, st.CreatedAt, p.leafValidity)
 	if err != nil {
 		return fmt.Errorf("create certificates: %w", err)
 	}
@@ -268,7 +298,7 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 		}
 	}
 	write := func() error {
-		if err := writeKubeconfigs(dir, ca, st.Name, st.Endpoint, st.Node != nil, st.CreatedAt); err != nil {
+		if err := writeKubeconfigs(dir, ca, st.Name, st.Endpoint, st.Node != nil, st.CreatedAt, p.leafValidity); err != nil {
 			return err
 		}
 		apiAddr := localhost
@@ -278,7 +308,7 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 				return fmt.Errorf("write node configuration: %w", err)
 			}
 		}
-		st.Components = plan(dir, inst, st.Ports, apiAddr, st.Spec.Network.ServiceSubnet, st.Spec.Network.PodSubnet)
+		st.Components = plan(dir, inst, st.Ports, apiAddr, st.Spec.Network.ServiceSubnet, st.Spec.Network.PodSubnet, p.durable)
 		if st.Spec.Nodes.SimulatedCount() == 0 {
 			st.Components = slices.DeleteFunc(st.Components, func(c component) bool { return c.Name == kube.Kwok })
 		}
@@ -342,23 +372,31 @@ func (p *Provider) reserve(name string, labels map[string]string) (*flock.Lock, 
 const reservationSuffix = ".reserving-"
 
 // removeStaleReservations removes reservations whose creator died between
-// making and renaming them. A reservation is named after its creator's pid;
-// a live creator's reservation is left alone, however briefly it is
-// unlocked.
+// making and renaming them, and dirs that a delete moved away and died
+// before removing (their processes were stopped before the move). Both are
+// named after their maker's pid; a live maker's dir is left alone, however
+// briefly it is unlocked.
 func (p *Provider) removeStaleReservations() {
 	entries, _ := os.ReadDir(p.clustersDir())
 	for _, e := range entries {
 		name := e.Name()
-		i := strings.LastIndex(name, reservationSuffix)
-		if !strings.HasPrefix(name, ".") || i < 0 {
+		if !strings.HasPrefix(name, ".") {
 			continue
 		}
-		pid, _, _ := strings.Cut(name[i+len(reservationSuffix):], "-")
+		suffix := reservationSuffix
+		i := strings.LastIndex(name, suffix)
+		if i < 0 {
+			suffix = trashSuffix
+			if i = strings.LastIndex(name, suffix); i < 0 {
+				continue
+			}
+		}
+		pid, _, _ := strings.Cut(name[i+len(suffix):], "-")
 		if _, err := os.Stat(filepath.Join("/proc", pid)); err == nil {
 			continue
 		}
 		dir := filepath.Join(p.clustersDir(), name)
-		if !flock.Held(filepath.Join(dir, createLock)) {
+		if suffix == trashSuffix || !flock.Held(filepath.Join(dir, createLock)) {
 			_ = os.RemoveAll(dir)
 		}
 	}
@@ -512,5 +550,38 @@ func teardown(ctx context.Context, dir string) error {
 	if err := stopCluster(ctx, dir); err != nil {
 		return err
 	}
-	return os.RemoveAll(dir)
+	return removeDir(dir)
+}
+
+// trashSuffix marks a cluster dir that a delete moved away to remove it.
+const trashSuffix = ".deleting-"
+
+// removeDir moves a stopped cluster's dir away under a hidden name, then
+// removes it. Once moved, every path into the cluster's dir fails, so
+// nothing (a SetLabels) can add a file to it while it is being removed,
+// which would make the removal fail; only a call that looked the path up
+// just before the move can, once, hence the retries. A dir left behind by
+// a delete that died is removed by the next List (see
+// removeStaleReservations).
+func removeDir(dir string) error {
+	prefix := filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+trashSuffix+strconv.Itoa(os.Getpid())+"-")
+	for {
+		trash := prefix + strconv.FormatUint(rand.Uint64(), 36)
+		err := unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, trash, unix.RENAME_NOREPLACE)
+		switch {
+		case errors.Is(err, unix.EEXIST):
+			continue
+		case errors.Is(err, unix.ENOENT):
+			return nil
+		case err != nil:
+			return fmt.Errorf("move %s away to remove it: %w", dir, err)
+		}
+		for try := 1; ; try++ {
+			err := os.RemoveAll(trash)
+			if err == nil || try == 5 || !errors.Is(err, unix.ENOTEMPTY) {
+				return err
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }

@@ -37,31 +37,31 @@ func TestValidate(t *testing.T) {
 		// Names.
 		{name: "valid name", cluster: "dev-1", spec: valid, want: kube.ErrNotInstalled, msg: kube.DefaultVersion},
 		{name: "40 chars", cluster: strings.Repeat("a", 40), spec: valid, want: kube.ErrNotInstalled},
-		{name: "41 chars", cluster: strings.Repeat("a", 41), spec: valid, want: ErrInvalidSpec, msg: "40 characters"},
-		{name: "upper case", cluster: "Dev", spec: valid, want: ErrInvalidSpec, msg: `"Dev"`},
-		{name: "underscore", cluster: "my_cluster", spec: valid, want: ErrInvalidSpec},
-		{name: "empty", cluster: "", spec: valid, want: ErrInvalidSpec},
-		{name: "leading hyphen", cluster: "-dev", spec: valid, want: ErrInvalidSpec},
-		{name: "dot", cluster: "a.b", spec: valid, want: ErrInvalidSpec},
-		{name: "path", cluster: "../dev", spec: valid, want: ErrInvalidSpec},
+		{name: "41 chars", cluster: strings.Repeat("a", 41), spec: valid, want: provider.ErrInvalidSpec, msg: "40 characters"},
+		{name: "upper case", cluster: "Dev", spec: valid, want: provider.ErrInvalidSpec, msg: `invalid cluster name "Dev": a lowercase RFC 1123 label`},
+		{name: "underscore", cluster: "my_cluster", spec: valid, want: provider.ErrInvalidSpec},
+		{name: "empty", cluster: "", spec: valid, want: provider.ErrInvalidSpec},
+		{name: "leading hyphen", cluster: "-dev", spec: valid, want: provider.ErrInvalidSpec},
+		{name: "dot", cluster: "a.b", spec: valid, want: provider.ErrInvalidSpec},
+		{name: "path", cluster: "../dev", spec: valid, want: provider.ErrInvalidSpec},
 
 		// Specs.
 		{name: "provider local", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Provider: v1alpha1.ProviderLocal}, want: kube.ErrNotInstalled},
-		{name: "provider gke", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Provider: "gke"}, want: ErrInvalidSpec, msg: `"gke"`},
-		{name: "simulated -1", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(-1)}}, want: ErrInvalidSpec, msg: "-1 simulated nodes"},
+		{name: "provider gke", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Provider: "gke"}, want: provider.ErrInvalidSpec, msg: `"gke"`},
+		{name: "simulated -1", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(-1)}}, want: provider.ErrInvalidSpec, msg: "-1 simulated nodes"},
 		{name: "simulated 0", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(0)}}, want: kube.ErrNotInstalled},
 		{name: "simulated 1000", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(1000)}}, want: kube.ErrNotInstalled},
-		{name: "simulated 1001", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(1001)}}, want: ErrInvalidSpec, msg: "1001 simulated nodes"},
+		{name: "simulated 1001", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(1001)}}, want: provider.ErrInvalidSpec, msg: "1001 simulated nodes"},
 		{name: "custom subnets", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{ServiceSubnet: "10.0.0.0/24", PodSubnet: "10.1.0.0/16"}}, want: kube.ErrNotInstalled},
-		{name: "serviceSubnet without prefix", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{ServiceSubnet: "10.96.0.0"}}, want: ErrInvalidSpec, msg: "network.serviceSubnet"},
-		{name: "serviceSubnet garbage", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{ServiceSubnet: "not-a-cidr"}}, want: ErrInvalidSpec, msg: "network.serviceSubnet"},
-		{name: "podSubnet prefix too long", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{PodSubnet: "10.244.0.0/33"}}, want: ErrInvalidSpec, msg: "network.podSubnet"},
-		{name: "podSubnet garbage", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{PodSubnet: "10.244.0.0/x"}}, want: ErrInvalidSpec, msg: "network.podSubnet"},
+		{name: "serviceSubnet without prefix", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{ServiceSubnet: "10.96.0.0"}}, want: provider.ErrInvalidSpec, msg: "network.serviceSubnet"},
+		{name: "serviceSubnet garbage", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{ServiceSubnet: "not-a-cidr"}}, want: provider.ErrInvalidSpec, msg: "network.serviceSubnet"},
+		{name: "podSubnet prefix too long", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{PodSubnet: "10.244.0.0/33"}}, want: provider.ErrInvalidSpec, msg: "network.podSubnet"},
+		{name: "podSubnet garbage", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{PodSubnet: "10.244.0.0/x"}}, want: provider.ErrInvalidSpec, msg: "network.podSubnet"},
 
 		// Real nodes.
 		{name: "real 1", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(1)}}, want: kube.ErrNotInstalled},
-		{name: "real 2", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(2)}}, want: ErrInvalidSpec, msg: "0 or 1"},
-		{name: "real -1", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(-1)}}, want: ErrInvalidSpec, msg: "-1 real nodes"},
+		{name: "real 2", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(2)}}, want: provider.ErrInvalidSpec, msg: "0 or 1"},
+		{name: "real -1", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(-1)}}, want: provider.ErrInvalidSpec, msg: "-1 real nodes"},
 		{name: "no nodes: control plane only", cluster: "dev", spec: v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: int32Ptr(0), Simulated: int32Ptr(0)}}, want: kube.ErrNotInstalled},
 
 		// Versions.
@@ -78,11 +78,16 @@ func TestValidate(t *testing.T) {
 			if inst != nil {
 				t.Errorf("Validate returned an installation with an error: %+v", inst)
 			}
-			if tt.want != ErrInvalidSpec && errors.Is(err, ErrInvalidSpec) {
-				t.Errorf("err = %v: a valid name and spec must not be ErrInvalidSpec", err)
+			// Every refusal is terminal: a version that is not
+			// installed is refused until someone installs it.
+			if !errors.Is(err, provider.ErrInvalidSpec) {
+				t.Errorf("err = %v, want it to wrap provider.ErrInvalidSpec too", err)
 			}
 			if !strings.Contains(err.Error(), tt.msg) {
 				t.Errorf("err = %q, want it to mention %q", err, tt.msg)
+			}
+			if cerr := p.Create(context.Background(), tt.cluster, tt.spec, provider.CreateOptions{}); !errors.Is(cerr, provider.ErrInvalidSpec) || cerr.Error() != err.Error() {
+				t.Errorf("Create = %v, want Validate's refusal %v", cerr, err)
 			}
 			// Bad input changes nothing.
 			if entries, err := os.ReadDir(p.stateDir); err != nil || len(entries) != 0 {
@@ -115,8 +120,11 @@ func TestValidateInstalled(t *testing.T) {
 
 	// A real node needs the node binaries and images too.
 	_, err = p.Validate("dev", v1alpha1.ClusterTemplateSpec{})
-	if !errors.Is(err, ErrHostCannotRunNode) {
-		t.Fatalf("Validate with a real node = %v, want ErrHostCannotRunNode", err)
+	if !errors.Is(err, ErrHostCannotRunNode) || !errors.Is(err, provider.ErrInvalidSpec) {
+		t.Fatalf("Validate with a real node = %v, want ErrHostCannotRunNode and provider.ErrInvalidSpec", err)
+	}
+	if !strings.HasPrefix(err.Error(), ErrHostCannotRunNode.Error()) {
+		t.Errorf("err = %q, want the message as checkRealNodeHost made it", err)
 	}
 	for _, want := range []string{"kubelet, kube-proxy, pause.tar, coredns.tar", "ephemera kube install --version " + kube.DefaultVersion, "--real-nodes 0"} {
 		if !strings.Contains(err.Error(), want) {
@@ -126,19 +134,19 @@ func TestValidateInstalled(t *testing.T) {
 
 	// Subnets must not overlap the host network.
 	overlapping := v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{PodSubnet: "10.250.0.0/24"}}
-	if _, err := p.Validate("dev", overlapping); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "overlaps the host network 10.250.0.0/16") {
-		t.Errorf("Validate with an overlapping pod subnet = %v, want ErrInvalidSpec naming the overlap", err)
+	if _, err := p.Validate("dev", overlapping); !errors.Is(err, provider.ErrInvalidSpec) || !strings.Contains(err.Error(), "overlaps the host network 10.250.0.0/16") {
+		t.Errorf("Validate with an overlapping pod subnet = %v, want provider.ErrInvalidSpec naming the overlap", err)
 	}
 	if _, err := p.Validate("dev", v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Simulated: int32Ptr(1)}, Network: overlapping.Network}); err != nil {
 		t.Errorf("a simulated-only cluster has no host network to overlap: %v", err)
 	}
 	tiny := v1alpha1.ClusterTemplateSpec{Network: v1alpha1.NetworkSpec{ServiceSubnet: "10.96.0.0/29"}}
-	if _, err := p.Validate("dev", tiny); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "no 10th address for cluster DNS") {
-		t.Errorf("Validate with a /29 service subnet = %v, want ErrInvalidSpec", err)
+	if _, err := p.Validate("dev", tiny); !errors.Is(err, provider.ErrInvalidSpec) || !strings.Contains(err.Error(), "no 10th address for cluster DNS") {
+		t.Errorf("Validate with a /29 service subnet = %v, want provider.ErrInvalidSpec", err)
 	}
 	bad := New(Options{StateDir: t.TempDir(), Cache: p.cache, HostNetwork: "10.250.0.0/31"})
-	if _, err := bad.Validate("dev", v1alpha1.ClusterTemplateSpec{}); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "/30 or larger") {
-		t.Errorf("Validate with host network /31 = %v, want ErrInvalidSpec", err)
+	if _, err := bad.Validate("dev", v1alpha1.ClusterTemplateSpec{}); !errors.Is(err, provider.ErrInvalidSpec) || !strings.Contains(err.Error(), "/30 or larger") {
+		t.Errorf("Validate with host network /31 = %v, want provider.ErrInvalidSpec", err)
 	}
 }
 
@@ -330,8 +338,8 @@ func TestObserve(t *testing.T) {
 				cs["kube-apiserver"] = componentStatus{Running: false, LastExit: "exit status 1", Restarts: 2}
 				write(t, filepath.Join(dir, statusFile), supervisorStatus{Phase: supervisorRunning, Components: cs})
 			},
-			phase:    provider.PhaseBroken,
-			message:  "kube-apiserver not running: exit status 1",
+			phase:    provider.PhaseRunning,
+			message:  "degraded: kube-apiserver not running: exit status 1",
 			planned:  true,
 			notReady: map[string]string{"kube-apiserver": "not running: exit status 1"},
 			restarts: 2,

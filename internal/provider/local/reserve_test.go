@@ -81,10 +81,17 @@ func TestStaleReservationsAreRemoved(t *testing.T) {
 	dead := exitedPID(t)
 	stale := filepath.Join(p.clustersDir(), ".old"+reservationSuffix+strconv.Itoa(dead)+"-1")
 	live := filepath.Join(p.clustersDir(), ".fresh"+reservationSuffix+strconv.Itoa(os.Getpid())+"-2")
-	for _, d := range []string{stale, live} {
+	// Dirs a delete moved away: one whose deleter died, one being removed.
+	staleTrash := filepath.Join(p.clustersDir(), ".gone"+trashSuffix+strconv.Itoa(dead)+"-3")
+	liveTrash := filepath.Join(p.clustersDir(), ".going"+trashSuffix+strconv.Itoa(os.Getpid())+"-4")
+	for _, d := range []string{stale, live, staleTrash, liveTrash} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A lock file nobody holds does not keep a dead deleter's dir.
+	if err := os.WriteFile(filepath.Join(staleTrash, createLock), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := p.List(context.Background()); err != nil {
 		t.Fatal(err)
@@ -94,6 +101,12 @@ func TestStaleReservationsAreRemoved(t *testing.T) {
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("reservation of a live creator removed: %v", err)
+	}
+	if _, err := os.Stat(staleTrash); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dir of a dead deleter kept: %v", err)
+	}
+	if _, err := os.Stat(liveTrash); err != nil {
+		t.Errorf("dir of a live deleter removed: %v", err)
 	}
 }
 

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ephemera-dev/ephemera/internal/flock"
+	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
@@ -42,6 +44,9 @@ func (p *Provider) Stop(ctx context.Context, name string) error {
 // created again. Its pods run again in new sandboxes. Until its kubelet
 // reports, a few seconds after the API is up, the node and its pods show
 // the status they had when the cluster stopped (Ready, Running).
+//
+// A durable provider (Options.Durable) drops --unsafe-no-fsync from the
+// plan of a cluster created without it.
 func (p *Provider) Restart(ctx context.Context, name string) (err error) {
 	dir := p.clusterDir(name)
 	var st clusterState
@@ -67,6 +72,11 @@ func (p *Provider) Restart(ctx context.Context, name string) (err error) {
 	if err := os.Remove(filepath.Join(dir, statusFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	if p.durable {
+		if err := makeDurable(dir, &st); err != nil {
+			return fmt.Errorf("restart cluster %q: %w", name, err)
+		}
+	}
 	defer func() {
 		if err != nil {
 			// Leave it stopped, as it was, not half started.
@@ -85,6 +95,25 @@ func (p *Provider) Restart(ctx context.Context, name string) (err error) {
 		return fmt.Errorf("restart cluster %q: %w", name, err)
 	}
 	return nil
+}
+
+// makeDurable drops --unsafe-no-fsync from the etcd of a cluster planned
+// before its provider was durable, so that it syncs to disk from now on.
+func makeDurable(dir string, st *clusterState) error {
+	changed := false
+	for i, c := range st.Components {
+		if c.Name != kube.Etcd {
+			continue
+		}
+		args := slices.DeleteFunc(slices.Clone(c.Args), func(a string) bool { return a == unsafeNoFsync })
+		if len(args) != len(c.Args) {
+			st.Components[i].Args, changed = args, true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return writeJSON(filepath.Join(dir, clusterFile), st)
 }
 
 // restartRealNode starts the supervisor of a real-node cluster in a new
@@ -113,6 +142,17 @@ func (p *Provider) restartRealNode(ctx context.Context, dir string, nn nodeNetwo
 func stopCluster(ctx context.Context, dir string) error {
 	if err := killAll(ctx, dir); err != nil {
 		return err
+	}
+	// A killed process drops out of processesOf once its leader has
+	// released its memory (its command line reads empty), while its other
+	// threads may still hold its files: wait for the supervisor's lock, or
+	// a Restart right after would take the cluster for running.
+	for flock.Held(filepath.Join(dir, supervisorLock)) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the supervisor's lock is still held after its processes were killed: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	names := namesFor(dir)
 	if err := removeCgroup(ctx, names.Cgroup); err != nil {

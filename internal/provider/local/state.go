@@ -95,10 +95,13 @@ const (
 )
 
 type componentStatus struct {
-	PID      int    `json:"pid,omitempty"`
-	Running  bool   `json:"running"`
-	Healthy  bool   `json:"healthy"`
-	Restarts int    `json:"restarts"`
+	PID      int  `json:"pid,omitempty"`
+	Running  bool `json:"running"`
+	Healthy  bool `json:"healthy"`
+	Restarts int  `json:"restarts"`
+	// Failures counts the health checks failed in a row (not running
+	// counts as failed); a healthy check resets it.
+	Failures int    `json:"failures,omitempty"`
 	LastExit string `json:"lastExit,omitempty"`
 }
 

@@ -9,42 +9,70 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
+// brokenAfterFailures is how many health checks in a row a component must
+// fail before its cluster is Broken. Fewer, or a component being
+// restarted, leave the cluster Running with a message saying what is
+// degraded: one slow probe on a loaded host is not a broken cluster.
+const brokenAfterFailures = 3
+
+// observation is what observe reads of a cluster dir now.
+type observation struct {
+	// deleting, creating and supervised say who holds the delete, create
+	// and supervisor locks.
+	deleting, creating, supervised bool
+	// planned says whether cluster.json could be read.
+	planned bool
+	// status is the supervisor's last report, nil when there is none.
+	status *supervisorStatus
+	// components are the planned components as the status reports them.
+	components []provider.Component
+}
+
 // observe derives a cluster's phase from what is true now: who holds its
 // locks and what its supervisor last reported. Nothing written by an earlier
 // command is trusted on its own.
 func (p *Provider) observe(name, dir string) *provider.Cluster {
 	c := &provider.Cluster{Name: name, Provider: Name}
-	defer func() {
-		if flock.Held(filepath.Join(dir, deleteLock)) {
-			c.Phase, c.Message = provider.PhaseDeleting, "stopping its processes and removing its files"
-		}
-	}()
 	_ = readJSON(filepath.Join(dir, labelsFile), &c.Labels)
-	creating := flock.Held(filepath.Join(dir, createLock))
+	var o observation
+	o.creating = flock.Held(filepath.Join(dir, createLock))
 	var st clusterState
-	if err := readJSON(filepath.Join(dir, clusterFile), &st); err != nil {
-		if creating {
-			c.Phase, c.Message = provider.PhaseCreating, "writing certificates and configuration"
-		} else {
-			c.Phase, c.Message = provider.PhaseBroken, "create was interrupted before the cluster was planned; delete it"
+	if readJSON(filepath.Join(dir, clusterFile), &st) == nil {
+		o.planned = true
+		c.KubernetesVersion = st.KubernetesVersion
+		c.Endpoint = st.Endpoint
+		c.KubeconfigPath = filepath.Join(dir, kubeconfigFile)
+		c.CreatedAt = st.CreatedAt
+		c.RealNodes = st.Spec.Nodes.RealCount()
+		c.SimulatedNodes = st.Spec.Nodes.SimulatedCount()
+		var ss supervisorStatus
+		if readJSON(filepath.Join(dir, statusFile), &ss) == nil {
+			o.status = &ss
 		}
-		return c
+		c.Components = componentsOf(dir, st.Components, o.status)
+		o.components = c.Components
+		o.supervised = flock.Held(filepath.Join(dir, supervisorLock))
 	}
-	c.KubernetesVersion = st.KubernetesVersion
-	c.Endpoint = st.Endpoint
-	c.KubeconfigPath = filepath.Join(dir, kubeconfigFile)
-	c.CreatedAt = st.CreatedAt
-	c.RealNodes = st.Spec.Nodes.RealCount()
-	c.SimulatedNodes = st.Spec.Nodes.SimulatedCount()
+	// Looked at last: a delete that began meanwhile wins.
+	o.deleting = flock.Held(filepath.Join(dir, deleteLock))
+	c.Phase, c.Message = phaseOf(o)
+	return c
+}
 
-	var ss supervisorStatus
-	haveStatus := readJSON(filepath.Join(dir, statusFile), &ss) == nil
-	for _, comp := range st.Components {
-		cs := ss.Components[comp.Name]
+// componentsOf reports the planned components as the supervisor's status
+// (nil when there is none) last saw them.
+func componentsOf(dir string, planned []component, ss *supervisorStatus) []provider.Component {
+	var out []provider.Component
+	for _, comp := range planned {
+		var cs componentStatus
+		if ss != nil {
+			cs = ss.Components[comp.Name]
+		}
 		pc := provider.Component{
 			Name:     comp.Name,
 			Ready:    cs.Running && cs.Healthy,
 			Restarts: cs.Restarts,
+			Failures: cs.Failures,
 			Log:      filepath.Join(dir, logsDir, comp.Name+".log"),
 		}
 		switch {
@@ -53,34 +81,54 @@ func (p *Provider) observe(name, dir string) *provider.Cluster {
 			pc.Message = "not running: " + cs.LastExit
 		case !cs.Running:
 			pc.Message = "not started"
+		case cs.Failures > 0:
+			pc.Message = fmt.Sprintf("not healthy (%d failed health checks in a row)", cs.Failures)
 		default:
 			pc.Message = "not healthy yet"
 		}
-		c.Components = append(c.Components, pc)
+		out = append(out, pc)
 	}
+	return out
+}
 
-	supervised := flock.Held(filepath.Join(dir, supervisorLock))
+// phaseOf derives a cluster's phase and message from an observation. A
+// cluster is Broken when its processes are gone (nobody holds the
+// supervisor lock and nobody is creating it), when its supervisor reports
+// a failed start-up, or when a component failed brokenAfterFailures health
+// checks in a row. A component that failed fewer, or is being restarted,
+// leaves it Running, with a message naming what is degraded.
+func phaseOf(o observation) (provider.Phase, string) {
 	switch {
-	case !supervised && creating:
-		c.Phase, c.Message = provider.PhaseCreating, "starting the supervisor"
-	case !supervised:
-		c.Phase = provider.PhaseBroken
-		if haveStatus {
-			c.Message = "its processes are gone (killed, or the host restarted); delete it"
-		} else {
-			c.Message = "create was interrupted before the cluster started; delete it"
-		}
-	case !haveStatus || ss.Phase == supervisorStarting:
-		c.Phase, c.Message = provider.PhaseCreating, waitingFor(c.Components)
-	case ss.Phase == supervisorFailed:
-		c.Phase, c.Message = provider.PhaseBroken, ss.Message
-	default:
-		c.Phase = provider.PhaseRunning
-		if msg := waitingFor(c.Components); msg != "" {
-			c.Phase, c.Message = provider.PhaseBroken, msg
+	case o.deleting:
+		return provider.PhaseDeleting, "stopping its processes and removing its files"
+	case !o.planned && o.creating:
+		return provider.PhaseCreating, "writing certificates and configuration"
+	case !o.planned:
+		return provider.PhaseBroken, "create was interrupted before the cluster was planned; delete it"
+	case !o.supervised && o.creating:
+		return provider.PhaseCreating, "starting the supervisor"
+	case !o.supervised && o.status != nil:
+		return provider.PhaseBroken, "its processes are gone (killed, or the host restarted); delete it"
+	case !o.supervised:
+		return provider.PhaseBroken, "create was interrupted before the cluster started; delete it"
+	case o.status == nil || o.status.Phase == supervisorStarting:
+		return provider.PhaseCreating, waitingFor(o.components)
+	case o.status.Phase == supervisorFailed:
+		return provider.PhaseBroken, o.status.Message
+	}
+	var failed []string
+	for _, c := range o.components {
+		if c.Failures >= brokenAfterFailures {
+			failed = append(failed, fmt.Sprintf("%s failed %d health checks in a row (%s)", c.Name, c.Failures, c.Message))
 		}
 	}
-	return c
+	if len(failed) > 0 {
+		return provider.PhaseBroken, strings.Join(failed, "; ")
+	}
+	if msg := waitingFor(o.components); msg != "" {
+		return provider.PhaseRunning, "degraded: " + msg
+	}
+	return provider.PhaseRunning, ""
 }
 
 // waitingFor summarises the components that are not ready.

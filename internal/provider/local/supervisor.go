@@ -34,6 +34,8 @@ const (
 	minRestartBackoff = 500 * time.Millisecond
 	maxRestartBackoff = 30 * time.Second
 	stopGrace         = 3 * time.Second
+	// logWaitDelay bounds copying a component's output after it exited.
+	logWaitDelay = time.Second
 	// imageImportTimeout bounds waiting for containerd and importing the
 	// node's images.
 	imageImportTimeout = time.Minute
@@ -260,11 +262,25 @@ func (s *supervisor) setupClients() error {
 
 // keepRunning runs c until ctx ends, restarting it with backoff whenever it
 // exits.
+//
+// Its output goes to logs/<name>.log, rotated by size (see rotatingLog).
 func (s *supervisor) keepRunning(ctx context.Context, c component) {
+	var log *rotatingLog
+	defer func() {
+		if log != nil {
+			log.Close()
+		}
+	}()
 	backoff := minRestartBackoff
 	for restarts := 0; ; restarts++ {
 		started := time.Now()
-		err := s.runOnce(ctx, c, restarts)
+		var err error
+		if log == nil {
+			log, err = openRotatingLog(filepath.Join(s.dir, logsDir, c.Name+".log"), maxLogSize)
+		}
+		if err == nil {
+			err = s.runOnce(ctx, c, restarts, log)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -285,16 +301,16 @@ func (s *supervisor) keepRunning(ctx context.Context, c component) {
 	}
 }
 
-func (s *supervisor) runOnce(ctx context.Context, c component, restarts int) error {
-	logFile, err := os.OpenFile(filepath.Join(s.dir, logsDir, c.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	fmt.Fprintf(logFile, "=== ephemera: starting %s (restart %d) at %s\n", c.Name, restarts, time.Now().Format(time.RFC3339Nano))
+// runOnce runs c once, its stdout and stderr copied through a pipe into
+// log. Wait returns once the output is copied; should a child of the
+// component keep the pipe open after the component exits, it stops waiting
+// after logWaitDelay.
+func (s *supervisor) runOnce(ctx context.Context, c component, restarts int, log *rotatingLog) error {
+	fmt.Fprintf(log, "=== ephemera: starting %s (restart %d) at %s\n", c.Name, restarts, time.Now().Format(time.RFC3339Nano))
 	cmd := osexec.Command(c.Args[0], c.Args[1:]...)
 	cmd.Dir = s.dir
-	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.WaitDelay = logWaitDelay
 	cmd.Env = append(os.Environ(), c.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	req := spawnRequest{cmd: cmd, done: make(chan error, 1)}
@@ -350,8 +366,9 @@ func (s *supervisor) waitAPI(ctx context.Context) error {
 	}
 }
 
-// checkHealth probes every component's health URL, records the results and
-// returns the names of the unhealthy ones.
+// checkHealth probes every component's health URL, records the results
+// (and how many checks in a row each failed) and returns the names of the
+// unhealthy ones.
 func (s *supervisor) checkHealth(ctx context.Context) []string {
 	var unhealthy []string
 	for _, c := range s.state.Components {
@@ -365,6 +382,11 @@ func (s *supervisor) checkHealth(ctx context.Context) []string {
 		s.update(func(st *supervisorStatus) {
 			cs := st.Components[c.Name]
 			cs.Healthy = ok
+			if ok {
+				cs.Failures = 0
+			} else {
+				cs.Failures++
+			}
 			st.Components[c.Name] = cs
 		})
 	}

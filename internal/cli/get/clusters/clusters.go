@@ -27,7 +27,9 @@ func NewCommand(e *env.Env) *cobra.Command {
 		Aliases: []string{"cluster"},
 		Short:   "List clusters with their observed phase",
 		Long: `List clusters with their phase as observed now: Creating, Running, or Broken
-(an interrupted create, a crashed component, processes gone after a reboot).
+(an interrupted create, processes gone after a reboot, a component that failed
+three health checks in a row). A Running cluster with a component being
+restarted says so in its message (-o wide).
 Broken clusters are listed, never hidden; 'ephemera delete cluster NAME'
 removes them.`,
 		Example: `  ephemera get clusters
