@@ -28,9 +28,8 @@ generate: ## regenerate deepcopy and CRDs
 verify-generate: generate ## fail when generated code is stale
 	git diff --exit-code -- api config
 
-lint:
-	gofmt -l . | (! grep .)
-	go vet ./...
+lint: ## gofmt, go vet and golangci-lint (.golangci.yml; built once into ~/.cache/ephemera/tools)
+	hack/lint.sh
 
 clean:
 	rm -rf bin

@@ -4,10 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh v1.36.3 v1.35.4
-echo " • Checking formatting, vet and generated code" >&2
-unformatted=$(gofmt -l cmd api internal test)
-[ -z "$unformatted" ] || { echo "ERROR: gofmt would change: $unformatted" >&2; exit 1; }
-go vet ./...
+echo " • Checking formatting, vet, lint and generated code" >&2
+make -s lint
 make -s verify-generate
 echo " • Running tests" >&2
 EPHEMERA_BIN="$PWD/bin/ephemera" go test -count=1 -timeout 40m "$@" ./...

@@ -85,7 +85,10 @@ func get(url string, wait time.Duration) error {
 				fmt.Print(string(body))
 				return nil
 			}
-			err = fmt.Errorf("%s: %s %v", url, resp.Status, rerr)
+			err = fmt.Errorf("%s: %s", url, resp.Status)
+			if rerr != nil {
+				err = fmt.Errorf("%s: %s: %w", url, resp.Status, rerr)
+			}
 		}
 		if time.Now().After(deadline) {
 			return err

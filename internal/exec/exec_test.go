@@ -175,7 +175,7 @@ func TestStream(t *testing.T) {
 			}
 			err := c.Run()
 			if tt.fails {
-				asError(t, err)
+				_ = asError(t, err)
 				slices.Sort(got)
 			} else if err != nil {
 				t.Fatalf("Run: %v", err)
@@ -229,7 +229,7 @@ func TestContext(t *testing.T) {
 				if !errors.Is(err, tt.want) {
 					t.Fatalf("err = %v, want it to wrap %v", err, tt.want)
 				}
-				asError(t, err)
+				_ = asError(t, err)
 				var ee *osexec.ExitError
 				if !errors.As(err, &ee) {
 					t.Errorf("err = %v, want it to wrap the process's exit error too", err)
@@ -245,7 +245,7 @@ func TestContext(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
-		asError(t, err)
+		_ = asError(t, err)
 	})
 }
 

@@ -43,7 +43,7 @@ const buildRecipe = 5
 const manifestFile = "install.json"
 
 // ErrNotInstalled is returned when a version has not been installed.
-var ErrNotInstalled = errors.New("Kubernetes version not installed")
+var ErrNotInstalled = errors.New("Kubernetes version not installed") //nolint:staticcheck // ST1005: Kubernetes is a name
 
 // Installation is one installed Kubernetes version.
 type Installation struct {
@@ -203,6 +203,6 @@ func compareVersions(a, b string) int {
 
 func versionParts(v string) [3]int {
 	var p [3]int
-	fmt.Sscanf(v, "v%d.%d.%d", &p[0], &p[1], &p[2])
+	_, _ = fmt.Sscanf(v, "v%d.%d.%d", &p[0], &p[1], &p[2]) // what does not parse counts as 0
 	return p
 }

@@ -64,16 +64,50 @@ func Create(ctx context.Context, p provider.Provider, name string, spec v1alpha1
 	}
 	rep.End(false)
 	if opts.Retain {
-		return nil, fmt.Errorf("%w\n(the cluster was kept because of --retain; remove it with: ephemera delete cluster %s)", err, name)
+		return nil, &CreateError{Name: name, Err: err, Retained: true}
 	}
 	// ctx may be cancelled already; the cleanup gets its own time.
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	if derr := p.Delete(cleanup, name); derr != nil {
-		return nil, fmt.Errorf("%w\n(deleting the half-created cluster failed too: %v)", err, derr)
+		return nil, &CreateError{Name: name, Err: err, DeleteErr: derr}
 	}
-	return nil, fmt.Errorf("%w\n(the half-created cluster was deleted; pass --retain to keep it for debugging)", err)
+	return nil, &CreateError{Name: name, Err: err, Deleted: true}
 }
+
+// CreateError is returned by Create when a cluster the provider started
+// did not become usable: Err says why, the other fields what became of the
+// cluster. Its message says only what happened; callers add their advice
+// (how to keep or remove the cluster) with errors.As.
+type CreateError struct {
+	// Name is the cluster's name.
+	Name string
+	// Err is why the cluster is not usable.
+	Err error
+	// Retained says the cluster was kept (CreateOptions.Retain).
+	Retained bool
+	// Deleted says the half-created cluster was deleted.
+	Deleted bool
+	// DeleteErr is why deleting the half-created cluster failed; the
+	// cluster may still exist.
+	DeleteErr error
+}
+
+func (e *CreateError) Error() string {
+	switch {
+	case e.Retained:
+		return fmt.Sprintf("%v\n(the cluster was kept)", e.Err)
+	case e.DeleteErr != nil:
+		return fmt.Sprintf("%v\n(deleting the half-created cluster failed too: %v)", e.Err, e.DeleteErr)
+	case e.Deleted:
+		return fmt.Sprintf("%v\n(the half-created cluster was deleted)", e.Err)
+	}
+	return e.Err.Error()
+}
+
+// Unwrap returns Err. DeleteErr is not in the chain: a caller asking
+// errors.Is(err, context.Canceled) means the create, not the cleanup.
+func (e *CreateError) Unwrap() error { return e.Err }
 
 // Adopt waits until an existing cluster is usable, as Create does after
 // starting one, for example a cluster a server finds again after a

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
@@ -21,6 +24,7 @@ type fakeProvider struct {
 	phase     provider.Phase
 	deleted   []string
 	deleteCtx error // ctx.Err() seen by Delete
+	deleteErr error // returned by Delete
 }
 
 var _ provider.Provider = (*fakeProvider)(nil)
@@ -51,7 +55,7 @@ func (f *fakeProvider) Delete(ctx context.Context, name string) error {
 	defer f.mu.Unlock()
 	f.deleted = append(f.deleted, name)
 	f.deleteCtx = ctx.Err()
-	return nil
+	return f.deleteErr
 }
 
 func TestCreateCleansUpWhatFailed(t *testing.T) {
@@ -60,16 +64,19 @@ func TestCreateCleansUpWhatFailed(t *testing.T) {
 		phase       provider.Phase
 		retain      bool
 		cancelAfter time.Duration
+		deleteErr   error
+		want        CreateError // Err is checked by wantErr
 		wantDeleted bool
 		wantErr     []string
 	}{
-		{"broken cluster is deleted", provider.PhaseBroken, false, 0, true, []string{"is broken: etcd crashed", "half-created cluster was deleted"}},
-		{"broken cluster kept with retain", provider.PhaseBroken, true, 0, false, []string{"is broken", "kept because of --retain"}},
-		{"interrupted wait deletes with a live context", provider.PhaseCreating, false, 100 * time.Millisecond, true, []string{"interrupted", "half-created cluster was deleted"}},
-		{"deleted by someone else", provider.PhaseDeleting, false, 0, true, []string{"being deleted by another command"}},
+		{"broken cluster is deleted", provider.PhaseBroken, false, 0, nil, CreateError{Deleted: true}, true, []string{"is broken: etcd crashed", "(the half-created cluster was deleted)"}},
+		{"broken cluster kept with retain", provider.PhaseBroken, true, 0, nil, CreateError{Retained: true}, false, []string{"is broken", "(the cluster was kept)"}},
+		{"interrupted wait deletes with a live context", provider.PhaseCreating, false, 100 * time.Millisecond, nil, CreateError{Deleted: true}, true, []string{"interrupted", "half-created cluster was deleted"}},
+		{"deleted by someone else", provider.PhaseDeleting, false, 0, nil, CreateError{Deleted: true}, true, []string{"being deleted by another command"}},
+		{"delete fails", provider.PhaseBroken, false, 0, errDisk, CreateError{DeleteErr: errDisk}, true, []string{"is broken", "(deleting the half-created cluster failed too: disk on fire)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeProvider{phase: tc.phase}
+			f := &fakeProvider{phase: tc.phase, deleteErr: tc.deleteErr}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			if tc.cancelAfter > 0 {
@@ -84,6 +91,25 @@ func TestCreateCleansUpWhatFailed(t *testing.T) {
 					t.Errorf("error %q does not say %q", err, want)
 				}
 			}
+			// Advice for a command line (flags, commands) is the caller's.
+			for _, advice := range []string{"--retain", "ephemera "} {
+				if strings.Contains(err.Error(), advice) {
+					t.Errorf("error %q gives advice %q", err, advice)
+				}
+			}
+			var ce *CreateError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %q (%T) is not a *CreateError", err, err)
+			}
+			if !errors.Is(err, ErrNotReady) && !errors.Is(err, context.Canceled) {
+				t.Errorf("error %q wraps neither ErrNotReady nor context.Canceled", err)
+			}
+			got := *ce
+			got.Err = nil
+			tc.want.Name = "c"
+			if d := cmp.Diff(tc.want, got, cmpopts.EquateErrors()); d != "" {
+				t.Errorf("CreateError mismatch (-want +got):\n%s", d)
+			}
 			if got := len(f.deleted) > 0; got != tc.wantDeleted {
 				t.Errorf("deleted = %v, want %v", f.deleted, tc.wantDeleted)
 			}
@@ -93,6 +119,8 @@ func TestCreateCleansUpWhatFailed(t *testing.T) {
 		})
 	}
 }
+
+var errDisk = errors.New("disk on fire")
 
 func TestCreateReportsProviderErrors(t *testing.T) {
 	f := &fakeProvider{createErr: provider.ErrAlreadyExists}

@@ -121,7 +121,7 @@ func decodeJSON(r *http.Request, v any) error {
 	dec := json.NewDecoder(&buf)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("body %s: %v", buf.String(), err)
+		return fmt.Errorf("body %s: %w", buf.String(), err)
 	}
 	return nil
 }

@@ -42,14 +42,14 @@ func newGitHub(t Target, token string, hc *http.Client) (sender, error) {
 	owner, name, _ := strings.Cut(t.Repo, "/")
 	return func(ctx context.Context, s Status) outcome {
 		status := github.RepoStatus{
-			State:   github.Ptr(githubState[s.State]),
-			Context: github.Ptr(t.Context),
+			State:   new(githubState[s.State]),
+			Context: new(t.Context),
 		}
 		if s.Description != "" {
-			status.Description = github.Ptr(truncate(s.Description, GitHubMaxDescription))
+			status.Description = new(truncate(s.Description, GitHubMaxDescription))
 		}
 		if s.TargetURL != "" {
-			status.TargetURL = github.Ptr(s.TargetURL)
+			status.TargetURL = new(s.TargetURL)
 		}
 		_, resp, err := client.Repositories.CreateStatus(ctx, owner, name, t.SHA, status)
 		var o outcome

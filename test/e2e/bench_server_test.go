@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,16 +25,20 @@ import (
 // kubeconfig Secret and list namespaces of the cluster with it. Each
 // iteration claims `concurrency` clusters at once from a pool kept at that
 // many Ready control-plane-only clusters, then gives them back and waits
-// for the pool to refill (not timed).
+// for the pool to refill (not timed). cli-1 claims through the CLI as a CI
+// job does, `ephemera create testcluster --pool` (process start, create,
+// wait, Secret, kubeconfig file written), then lists namespaces with the
+// file it printed.
 func BenchmarkClaimWarmPool(b *testing.B) {
 	for _, concurrency := range []int{1, 20} {
 		b.Run(fmt.Sprintf("concurrent-%d", concurrency), func(b *testing.B) {
-			benchClaim(b, concurrency)
+			benchClaim(b, concurrency, false)
 		})
 	}
+	b.Run("cli-1", func(b *testing.B) { benchClaim(b, 1, true) })
 }
 
-func benchClaim(b *testing.B, concurrency int) {
+func benchClaim(b *testing.B, concurrency int, cli bool) {
 	dir, err := os.MkdirTemp("", "ephemera-bench-")
 	if err != nil {
 		b.Fatal(err)
@@ -60,7 +65,12 @@ func benchClaim(b *testing.B, concurrency int) {
 		var wg sync.WaitGroup
 		for j := range concurrency {
 			wg.Go(func() {
-				ds[j], errs[j] = claimUsable(ctx, c, fmt.Sprintf("claim-%d-%d", i, j))
+				name := fmt.Sprintf("claim-%d-%d", i, j)
+				if cli {
+					ds[j], errs[j] = claimUsableCLI(ctx, h, name)
+					return
+				}
+				ds[j], errs[j] = claimUsable(ctx, c, name)
 			})
 		}
 		wg.Wait()
@@ -130,6 +140,28 @@ func claimUsable(ctx context.Context, c client.WithWatch, name string) (time.Dur
 		return 0, err
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(secret.Data["kubeconfig"])
+	if err != nil {
+		return 0, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// claimUsableCLI claims a cluster with `ephemera create testcluster` and
+// returns how long until a request with the kubeconfig it wrote succeeded.
+func claimUsableCLI(ctx context.Context, h *harness, name string) (time.Duration, error) {
+	start := time.Now()
+	r := h.run(ctx, "create", "testcluster", name, "--pool", "warm", "--wait", "1m")
+	if r.err != nil {
+		return 0, fmt.Errorf("create testcluster %s: %s", name, r)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", strings.TrimSpace(r.stdout))
 	if err != nil {
 		return 0, err
 	}

@@ -92,7 +92,9 @@ func TestBrokenClusterIsShownAndDeleted(t *testing.T) {
 	}
 	for _, p := range procs {
 		var pid int
-		fmt.Sscanf(p, "%d:", &pid)
+		if _, err := fmt.Sscanf(p, "%d:", &pid); err != nil || pid <= 0 {
+			t.Fatalf("no pid in %q: %v", p, err) // kill(0) would signal the test's own process group
+		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -125,7 +127,9 @@ func TestSupervisorRestartsCrashedComponent(t *testing.T) {
 	var pid int
 	for _, p := range processesUnder(h.clusterDir("crash")) {
 		if strings.Contains(p, "/kube-scheduler ") {
-			fmt.Sscanf(p, "%d:", &pid)
+			if _, err := fmt.Sscanf(p, "%d:", &pid); err != nil {
+				t.Fatalf("no pid in %q: %v", p, err)
+			}
 		}
 	}
 	if pid == 0 {

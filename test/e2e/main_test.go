@@ -47,12 +47,12 @@ func (x *exampleImage) archiveFor(t testing.TB) string {
 		build := osexec.Command("go", "build", "-o", bin, "../../examples/"+x.pkg)
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
-			x.err = fmt.Errorf("build %s: %v\n%s", x.pkg, err, out)
+			x.err = fmt.Errorf("build %s: %w\n%s", x.pkg, err, out)
 			return
 		}
 		x.archive = filepath.Join(scratchDir, x.pkg+".tar")
 		if out, err := osexec.Command(ephemeraBin, "build", "image", "--from-binary", bin, "--tag", x.tag, "-o", x.archive).CombinedOutput(); err != nil {
-			x.err = fmt.Errorf("build image %s: %v\n%s", x.tag, err, out)
+			x.err = fmt.Errorf("build image %s: %w\n%s", x.tag, err, out)
 		}
 	})
 	if x.err != nil {

@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	osexec "os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -197,8 +199,12 @@ func TestServer(t *testing.T) {
 		// The pool refills: 2 Ready besides the claimed one.
 		s.waitPoolReady(ctx, t, "ci", 2)
 
-		// Deleting the TestCluster deletes its cluster and Secret.
+		// Deleting the TestCluster deletes its cluster and Secret, and the
+		// kubeconfig file create wrote.
 		hh.must("delete", "testcluster", "pr-42")
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("kubeconfig %s of the deleted TestCluster is still there: %v", path, err)
+		}
 		if _, ok := hh.clusters()[tc.Spec.ClusterName]; ok {
 			t.Errorf("cluster %s still exists after its TestCluster was deleted", tc.Spec.ClusterName)
 		}
@@ -213,7 +219,10 @@ func TestServer(t *testing.T) {
 
 	t.Run("extend and hold move the lease end; the hold is capped", func(t *testing.T) {
 		hh := h.with(t)
-		hh.must("create", "testcluster", "lease", "--pool", "ci", "--ttl", "10m")
+		// A kubeconfig written where the user said is the user's: delete
+		// leaves it alone.
+		kubeconfigOut := filepath.Join(t.TempDir(), "kubeconfig")
+		hh.must("create", "testcluster", "lease", "--pool", "ci", "--ttl", "10m", "--kubeconfig-out", kubeconfigOut)
 		expires := func() time.Time {
 			t.Helper()
 			tc, err := s.getTC(ctx, "lease")
@@ -242,6 +251,9 @@ func TestServer(t *testing.T) {
 		hh.must("hold", "lease", "--for", "10h") // --max-hold 4h
 		waitExpiry(time.Now().Add(4 * time.Hour))
 		hh.must("delete", "testcluster", "lease")
+		if _, err := os.Stat(kubeconfigOut); err != nil {
+			t.Errorf("delete testcluster removed the --kubeconfig-out file: %v", err)
+		}
 	})
 
 	t.Run("an expired lease deletes the TestCluster and its cluster", func(t *testing.T) {
@@ -277,9 +289,20 @@ func TestServer(t *testing.T) {
 	t.Run("run from a pool: a pass gives the cluster back, a failure holds it until the hold ends", func(t *testing.T) {
 		hh := h.with(t)
 		art := t.TempDir()
+		runKubeconfigs := func() []string {
+			t.Helper()
+			files, err := filepath.Glob(filepath.Join(h.stateDir, "kubeconfigs", "default", "ci-run-*"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return files
+		}
 		r := hh.run(ctx, "run", "--pool", "ci", "--artifacts", art+"/pass", "--", "sh", "-c", junitScript(t, "a=pass"))
 		if r.err != nil || !strings.Contains(r.stderr, "Run PASSED") || !strings.Contains(r.stderr, "cluster=ci-run-") {
 			t.Fatalf("passing run: %s", r)
+		}
+		if files := runKubeconfigs(); len(files) > 0 {
+			t.Errorf("the passing run left its kubeconfig: %v", files)
 		}
 		r = hh.run(ctx, "run", "--pool", "ci", "--artifacts", art+"/fail", "--on-failure", "hold", "--hold-for", "4s", "--", "sh", "-c", junitScript(t, "a=fail"))
 		if exitCode(r.err) != 1 || !strings.Contains(r.stderr, "Holding TestCluster default/ci-run-") {
@@ -300,6 +323,10 @@ func TestServer(t *testing.T) {
 		}
 		if held == nil || held.Spec.HoldUntil == nil {
 			t.Fatalf("the failed run's TestCluster is not held: %+v", held)
+		}
+		// The held cluster's kubeconfig stays for debugging.
+		if files := runKubeconfigs(); len(files) != 1 || filepath.Base(files[0]) != held.Name {
+			t.Errorf("kubeconfigs of runs: %v, want only the held %s", files, held.Name)
 		}
 		s.waitGone(ctx, t, held)
 		if _, ok := hh.clusters()[held.Spec.ClusterName]; ok {

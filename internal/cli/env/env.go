@@ -89,8 +89,9 @@ func DefaultServerKubeconfig(stateDir string) string {
 
 // ServerClient returns a client of the management plane that `ephemera
 // serve` runs or manages. It knows the ephemera.dev kinds and Secrets,
-// ConfigMaps and Events, and maps them without discovery requests.
-func (e *Env) ServerClient() (client.Client, error) {
+// ConfigMaps and Events, and maps them without discovery requests; it can
+// watch them too.
+func (e *Env) ServerClient() (client.WithWatch, error) {
 	path := e.ServerKubeconfigPath()
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no ephemera server found: %s does not exist; start one with 'ephemera serve', or pass --server-kubeconfig (env %s)", path, ServerKubeconfigEnv)
@@ -101,7 +102,7 @@ func (e *Env) ServerClient() (client.Client, error) {
 	}
 	cfg.QPS, cfg.Burst = 100, 200
 	s := serverScheme()
-	return client.New(cfg, client.Options{Scheme: s, Mapper: serverMapper(s)})
+	return client.NewWithWatch(cfg, client.Options{Scheme: s, Mapper: serverMapper(s)})
 }
 
 // ExitError ends the program with Code. Err, when set, is printed first.

@@ -3,13 +3,13 @@ package lease
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
@@ -20,46 +20,38 @@ import (
 // KubeconfigKey is the key of the kubeconfig in a TestCluster's Secret.
 const KubeconfigKey = "kubeconfig"
 
-// Polling: fast while a warm claim typically binds, then steady. A Get of
-// one object costs a local API server well under a millisecond.
+// secretRetry is the first wait before reading the kubeconfig Secret of a
+// Ready TestCluster again, when the Secret is not there yet; it doubles up
+// to secretRetryMax. The Secret is not watched: the server publishes it
+// before it marks the TestCluster Ready, so this is only for a lagging read.
 const (
-	fastPoll       = 5 * time.Millisecond
-	fastPollPeriod = 500 * time.Millisecond
-	poll           = 10 * time.Millisecond
+	secretRetry    = 5 * time.Millisecond
+	secretRetryMax = time.Second
 )
 
-// WaitReady polls tc until it is Ready and returns its kubeconfig. tc is
-// updated in place with the last state observed.
-func WaitReady(ctx context.Context, c client.Client, tc *v1alpha1.TestCluster, timeout time.Duration, p progress.Reporter) ([]byte, error) {
+// reopenDelay is the least time between two watches, so that a watch the
+// server keeps closing at once does not spin.
+const reopenDelay = 100 * time.Millisecond
+
+// WaitReady watches tc until it is Ready and returns its kubeconfig. tc is
+// the object as created or last read: the watch starts at its
+// resourceVersion, so no change after it is missed (without one, tc is
+// read first). tc is updated in place with the last state observed.
+func WaitReady(ctx context.Context, c client.WithWatch, tc *v1alpha1.TestCluster, timeout time.Duration, p progress.Reporter) ([]byte, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	w := &waiter{c: c, tc: tc}
-	started := time.Now()
-	timer := time.NewTimer(fastPoll)
-	defer timer.Stop()
+	w := &waiter{c: c, tc: tc, rv: tc.ResourceVersion}
+	defer w.stop()
 	for {
 		w.shown = w.shown.show(p, tc)
 		kubeconfig, err := w.observe(ctx)
 		if kubeconfig == nil && err == nil {
-			interval := poll
-			if time.Since(started) < fastPollPeriod {
-				interval = fastPoll
-			}
-			timer.Reset(interval)
-			select {
-			case <-ctx.Done():
-			case <-timer.C:
-				err = c.Get(ctx, client.ObjectKeyFromObject(tc), tc)
-			}
+			err = w.next(ctx)
 			switch {
 			case ctx.Err() != nil:
 				err = waitError(parent, tc, timeout)
-			case apierrors.IsNotFound(err):
-				err = fmt.Errorf("TestCluster %s/%s was deleted while waiting for it to be Ready", tc.Namespace, tc.Name)
-			case err != nil:
-				err = object.Error("get", "TestCluster", client.ObjectKeyFromObject(tc), err)
-			default:
+			case err == nil:
 				continue
 			}
 		}
@@ -70,10 +62,141 @@ func WaitReady(ctx context.Context, c client.Client, tc *v1alpha1.TestCluster, t
 
 // waiter acts on the states of a TestCluster being waited for.
 type waiter struct {
-	c          client.Client
+	c          client.WithWatch
 	tc         *v1alpha1.TestCluster
 	shown      progressState
 	refChecked bool
+
+	// rv is the resourceVersion the next watch starts from: the last one
+	// seen, from the object or a bookmark; empty to read the object first.
+	rv string
+	// watch is the open watch, if any, and opened when it was opened.
+	watch  watch.Interface
+	opened time.Time
+	// retry is the next wait before reading the Secret again.
+	retry time.Duration
+}
+
+// next returns when the TestCluster may have changed: an event for it came,
+// it was read again, or, when it is Ready but its Secret was not found, the
+// retry time passed. It returns an error if the TestCluster was deleted or
+// cannot be watched; ctx's end shows in ctx.Err.
+func (w *waiter) next(ctx context.Context) error {
+	var retry <-chan time.Time
+	if w.tc.Status.Phase == v1alpha1.TestClusterReady {
+		w.retry = min(max(w.retry*2, secretRetry), secretRetryMax)
+		t := time.NewTimer(w.retry)
+		defer t.Stop()
+		retry = t.C
+	}
+	for {
+		if w.rv == "" {
+			return w.get(ctx)
+		}
+		if w.watch == nil {
+			if err := w.open(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-retry:
+			return nil
+		case ev, ok := <-w.watch.ResultChan():
+			if !ok { // the server ends watches after a while: go on from w.rv
+				w.stop()
+				continue
+			}
+			if changed, err := w.handle(ev); changed || err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// get reads the TestCluster: at the start, or when the watch's
+// resourceVersion is too old to go on from.
+func (w *waiter) get(ctx context.Context) error {
+	key := client.ObjectKeyFromObject(w.tc)
+	err := w.c.Get(ctx, key, w.tc)
+	switch {
+	case apierrors.IsNotFound(err):
+		return w.deleted()
+	case err != nil:
+		return object.Error("get", "TestCluster", key, err)
+	}
+	w.rv = w.tc.ResourceVersion
+	return nil
+}
+
+// open starts a watch on the one TestCluster from w.rv.
+func (w *waiter) open(ctx context.Context) error {
+	if d := reopenDelay - time.Since(w.opened); d > 0 && !w.opened.IsZero() {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	key := client.ObjectKeyFromObject(w.tc)
+	wi, err := w.c.Watch(ctx, &v1alpha1.TestClusterList{},
+		client.InNamespace(key.Namespace),
+		client.MatchingFields{"metadata.name": key.Name},
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: w.rv, AllowWatchBookmarks: true}})
+	w.opened = time.Now()
+	switch {
+	case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+		w.rv = "" // read it again, then watch from there
+		return nil
+	case err != nil:
+		return object.Error("watch", "TestCluster", key, err)
+	}
+	w.watch = wi
+	return nil
+}
+
+// handle takes in one watch event: it says whether the TestCluster changed,
+// or returns an error if it was deleted.
+func (w *waiter) handle(ev watch.Event) (changed bool, err error) {
+	switch ev.Type {
+	case watch.Added, watch.Modified, watch.Deleted:
+		tc, ok := ev.Object.(*v1alpha1.TestCluster)
+		if !ok || tc.Name != w.tc.Name || tc.Namespace != w.tc.Namespace {
+			return false, nil // not ours (a watch that ignores the field selector)
+		}
+		if ev.Type == watch.Deleted {
+			return false, w.deleted()
+		}
+		*w.tc = *tc
+		w.rv = tc.ResourceVersion
+		return true, nil
+	case watch.Bookmark:
+		if obj, ok := ev.Object.(metav1.Object); ok && obj.GetResourceVersion() != "" {
+			w.rv = obj.GetResourceVersion()
+		}
+	case watch.Error:
+		if err := apierrors.FromObject(ev.Object); apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			w.rv = "" // too old to go on from: read it again
+		}
+		w.stop()
+	}
+	return false, nil
+}
+
+func (w *waiter) deleted() error {
+	return fmt.Errorf("TestCluster %s/%s was deleted while waiting for it to be Ready", w.tc.Namespace, w.tc.Name)
+}
+
+// stop ends the open watch, if any.
+func (w *waiter) stop() {
+	if w.watch != nil {
+		w.watch.Stop()
+		w.watch = nil
+	}
 }
 
 // observe acts on the last state of the TestCluster: it returns its
@@ -165,33 +288,4 @@ func readKubeconfig(ctx context.Context, c client.Client, tc *v1alpha1.TestClust
 		return nil, fmt.Errorf("secret %s of TestCluster %s/%s has no %q key", key, tc.Namespace, tc.Name, KubeconfigKey)
 	}
 	return kc, nil
-}
-
-// WriteKubeconfig writes data to path atomically, mode 0600 in directories
-// created 0700, and returns the absolute path.
-func WriteKubeconfig(path string, data []byte) (string, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return "", fmt.Errorf("write kubeconfig: %w", err)
-	}
-	dir := filepath.Dir(abs)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("write kubeconfig: %w", err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(abs)+".*.tmp") // mode 0600
-	if err != nil {
-		return "", fmt.Errorf("write kubeconfig: %w", err)
-	}
-	_, werr := f.Write(data)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(f.Name(), abs)
-	}
-	if werr != nil {
-		os.Remove(f.Name())
-		return "", fmt.Errorf("write kubeconfig %s: %w", abs, werr)
-	}
-	return abs, nil
 }

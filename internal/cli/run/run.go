@@ -80,7 +80,7 @@ the hold), a local one until 'ephemera delete cluster NAME'.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() != 0 {
-				return fmt.Errorf("put the test command after --, like: ephemera run --pool ci -- go test ./...")
+				return errors.New("put the test command after --, like 'ephemera run --pool ci -- go test ./...'")
 			}
 			if err := validate(opts, cmd.Flags().Changed("real-nodes"), cmd.Flags().Changed("simulated-nodes")); err != nil {
 				return err
@@ -246,13 +246,23 @@ func leaseCluster(ctx context.Context, e *env.Env, opts *options) (*acquired, er
 		defer cancel()
 		return nil, errors.Join(err, release(cleanup))
 	}
-	path, err := lease.WriteKubeconfig(filepath.Join(e.StateDir, "kubeconfigs", tc.Namespace, tc.Name), kubeconfig)
+	path, err := lease.WriteKubeconfig(lease.KubeconfigPath(e.StateDir, tc.Namespace, tc.Name), kubeconfig)
 	if err != nil {
-		return nil, err
+		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		return nil, errors.Join(err, release(cleanup))
 	}
 	return &acquired{
 		cluster: runner.Cluster{Name: tc.Name, Endpoint: tc.Status.Endpoint, KubernetesVersion: tc.Status.KubernetesVersion, Kubeconfig: path},
-		release: release,
+		// A held cluster keeps its kubeconfig until 'ephemera delete
+		// testcluster' removes it.
+		release: func(ctx context.Context) error {
+			if err := release(ctx); err != nil {
+				return err
+			}
+			_, err := lease.RemoveKubeconfig(e.StateDir, tc.Namespace, tc.Name)
+			return err
+		},
 		hold: func(ctx context.Context) (string, error) {
 			base := tc.DeepCopy()
 			now := time.Now()

@@ -145,7 +145,7 @@ func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alp
 		Progress: e.Progress(),
 	})
 	if err != nil {
-		return fmt.Errorf("create cluster %q: %w", name, err)
+		return fmt.Errorf("create cluster %q: %w", name, withHint(err))
 	}
 	state := "is ready"
 	if opts.wait == 0 {
@@ -158,3 +158,35 @@ func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alp
 	fmt.Fprintf(e.ErrOut, "  ephemera get kubeconfig %s > %s.kubeconfig\nDelete it with:\n  ephemera delete cluster %s\n", name, name, name)
 	return nil
 }
+
+// withHint adds to a failed create what the user can do about the cluster
+// left behind: remove a kept one, or keep the next one with --retain.
+func withHint(err error) error {
+	var ce *lifecycle.CreateError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	var msg string
+	switch {
+	case ce.Retained:
+		msg = fmt.Sprintf("%v\n(the cluster was kept because of --retain; remove it with: ephemera delete cluster %s)", ce.Err, ce.Name)
+	case ce.DeleteErr != nil:
+		msg = fmt.Sprintf("%v\n(deleting the half-created cluster failed too: %v; remove it with: ephemera delete cluster %s)", ce.Err, ce.DeleteErr, ce.Name)
+	case ce.Deleted:
+		msg = fmt.Sprintf("%v\n(the half-created cluster was deleted; pass --retain to keep it for debugging)", ce.Err)
+	default:
+		return err
+	}
+	return &hintError{msg: msg, err: err}
+}
+
+// hintError is an error with the command's advice in its message.
+type hintError struct {
+	msg string
+	err error
+}
+
+func (e *hintError) Error() string { return e.msg }
+
+// Unwrap returns the error the advice is about.
+func (e *hintError) Unwrap() error { return e.err }

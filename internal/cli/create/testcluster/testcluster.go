@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,7 +48,8 @@ ONLY that file's path on stdout, so that this works:
 
 Progress (queue position, provisioning) and a summary go to stderr. The
 kubeconfig goes to --kubeconfig-out, by default
-<state-dir>/kubeconfigs/<namespace>/<name>.
+<state-dir>/kubeconfigs/<namespace>/<name>, which 'ephemera delete
+testcluster NAME' removes (a --kubeconfig-out file is left alone).
 
 Without NAME the server picks one: the pool or template name, a dash and
 five random characters. With --wait 0 the command prints the TestCluster's
@@ -238,7 +238,7 @@ func run(ctx context.Context, e *env.Env, opts *options, tc *v1alpha1.TestCluste
 	}
 	path := opts.kubeconfigOut
 	if path == "" {
-		path = filepath.Join(e.StateDir, "kubeconfigs", tc.Namespace, tc.Name)
+		path = lease.KubeconfigPath(e.StateDir, tc.Namespace, tc.Name)
 	}
 	if path, err = lease.WriteKubeconfig(path, kubeconfig); err != nil {
 		return err

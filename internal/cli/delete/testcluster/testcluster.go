@@ -18,6 +18,7 @@ import (
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	"github.com/ephemera-dev/ephemera/internal/cli/lease"
 	"github.com/ephemera-dev/ephemera/internal/cli/object"
 )
 
@@ -39,7 +40,9 @@ func NewCommand(e *env.Env) *cobra.Command {
 		Short:   "End TestCluster leases and delete their clusters",
 		Long: `End the leases of TestClusters on the ephemera server: delete each
 TestCluster, and wait (up to --wait) until the server has deleted its cluster
-and the TestCluster is gone. The kubeconfigs of those clusters stop working.
+and the TestCluster is gone. The kubeconfigs of those clusters stop working;
+the files 'ephemera create testcluster' and 'ephemera run' wrote for them
+under <state-dir>/kubeconfigs are removed (a --kubeconfig-out file is not).
 
 A TestCluster that does not exist is an error, unless --ignore-not-found,
 which makes the command safe in cleanup steps. With --wait 0 the command
@@ -84,6 +87,12 @@ func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
 		seen[name] = true
 		tc := &v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Namespace: opts.namespace, Name: name}}
 		err := c.Delete(ctx, tc)
+		if err == nil || apierrors.IsNotFound(err) {
+			// The lease ended (or had ended): its kubeconfig is of no use.
+			if _, rerr := lease.RemoveKubeconfig(e.StateDir, tc.Namespace, tc.Name); rerr != nil {
+				errs = append(errs, rerr)
+			}
+		}
 		switch {
 		case apierrors.IsNotFound(err) && opts.ignoreNotFound:
 			fmt.Fprintf(e.ErrOut, "TestCluster %s/%s does not exist; nothing to delete\n", opts.namespace, name)
