@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/artifact"
 	"github.com/ephemera-dev/ephemera/internal/report"
 )
 
@@ -83,6 +84,10 @@ type Reconciler struct {
 	// ExternalURL is where the server's /artifacts/ are served, for
 	// commit statuses' target URLs; "" leaves them empty.
 	ExternalURL string
+	// Links signs those URLs, as commit statuses are often public: they
+	// work for LinkTTL after they are posted. Nil leaves them empty.
+	Links   *artifact.Signer
+	LinkTTL time.Duration
 	// Events, when set, records what happens to each run (kubectl
 	// describe, ephemera describe testrun).
 	Events events.EventRecorder
