@@ -210,7 +210,7 @@ func (r *Reconciler) reconcileRun(ctx context.Context, run *v1alpha1.TestRun) (r
 	reason, msg := out.reason, out.message
 	if dir := r.artifactsDir(run); dir != "" {
 		r.saveLog(ctx, run, pod, dir)
-		res, err := readResults(dir)
+		res, note, err := readResults(dir)
 		if err != nil {
 			msg += "; " + err.Error()
 		}
@@ -218,6 +218,9 @@ func (r *Reconciler) reconcileRun(ctx context.Context, run *v1alpha1.TestRun) (r
 		if reason == v1alpha1.ReasonPassed && res != nil && (res.Failures > 0 || res.Errors > 0) {
 			reason = v1alpha1.ReasonTestsFailed
 			msg = fmt.Sprintf("the command exited 0 but JUnit reports %d failures and %d errors", res.Failures, res.Errors)
+		}
+		if note != "" {
+			msg += "; " + note
 		}
 	}
 	return r.finish(ctx, run, tc, reason, msg)
