@@ -6,8 +6,10 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,6 +26,9 @@ type Result struct {
 	Skipped  int `json:"skipped"`
 	// Failing names the failed and errored test cases, as "suite/name".
 	Failing []string `json:"failing,omitempty"`
+	// TooLarge are the reports skipped for being larger than
+	// MaxReportSize.
+	TooLarge []string `json:"tooLarge,omitempty"`
 }
 
 // Passed reports whether no test case failed or errored.
@@ -106,12 +111,18 @@ func cmpOr(a, b string) string {
 	return b
 }
 
+// MaxReportSize is the largest JUnit report read: a larger one is skipped
+// (and named in Result.TooLarge), so a runner cannot make the server or
+// the CLI read without bound into memory.
+const MaxReportSize = 16 << 20
+
 // ReadJUnitDir reads every *.xml file under dir as JUnit and sums them up.
 // A dir without reports gives an empty Result; a file that is not JUnit is
-// an error naming it.
+// an error naming it; one larger than MaxReportSize is skipped and named
+// in TooLarge.
 func ReadJUnitDir(dir string) (Result, error) {
 	var total Result
-	err := walkReports(dir, func(path string, data []byte) error {
+	tooLarge, err := walkReports(dir, func(path string, data []byte) error {
 		r, err := ParseJUnit(data)
 		if err != nil {
 			return fmt.Errorf("read JUnit report %s: %w", path, err)
@@ -124,29 +135,76 @@ func ReadJUnitDir(dir string) (Result, error) {
 		total.Failing = append(total.Failing, r.Failing...)
 		return nil
 	})
+	total.TooLarge = tooLarge
 	slices.Sort(total.Failing)
 	return total, err
 }
 
+// TooLargeNote says which reports were skipped for their size, or "".
+func TooLargeNote(paths []string) string {
+	if len(paths) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("JUnit report larger than %d MiB skipped: %s", MaxReportSize>>20, strings.Join(paths, ", "))
+}
+
 // walkReports calls fn with every regular *.xml file under dir, in lexical
-// order; a missing dir has none.
-func walkReports(dir string, fn func(path string, data []byte) error) error {
-	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+// order, and returns those larger than MaxReportSize, which it skips; a
+// missing dir has none.
+func walkReports(dir string, fn func(path string, data []byte) error) (tooLarge []string, err error) {
+	// The runner writes dir: read it through an os.Root, so a link it
+	// leaves (or swaps in during the walk) cannot reach out of it.
+	root, err := os.OpenRoot(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	fsys := root.FS()
+	err = fs.WalkDir(fsys, ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && path == dir {
-				return fs.SkipAll
-			}
 			return err
 		}
 		// Regular files only: a link (a test may write one) is not
-		// followed out of dir.
-		if !d.Type().IsRegular() || !strings.EqualFold(filepath.Ext(path), ".xml") {
+		// followed.
+		if !d.Type().IsRegular() || !strings.EqualFold(path.Ext(rel), ".xml") {
 			return nil
 		}
-		data, err := os.ReadFile(path)
+		full := filepath.Join(dir, filepath.FromSlash(rel))
+		data, err := readAtMost(fsys, rel, MaxReportSize)
+		if errors.Is(err, errTooLarge) {
+			tooLarge = append(tooLarge, full)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		return fn(path, data)
+		return fn(full, data)
 	})
+	return tooLarge, err
+}
+
+var errTooLarge = errors.New("too large")
+
+// readAtMost reads name, or returns errTooLarge if it has more than limit
+// bytes; it never holds more than limit+1.
+func readAtMost(fsys fs.FS, name string, limit int64) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > limit {
+		return nil, errTooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, errTooLarge
+	}
+	return data, nil
 }

@@ -1,10 +1,13 @@
 package runner
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -104,5 +107,76 @@ func TestReadJUnitDirSkipsLinks(t *testing.T) {
 	}
 	if got.Tests != 2 || len(got.Files) != 1 {
 		t.Errorf("read %d tests from %v, want only own.xml's 2: a link is not followed", got.Tests, got.Files)
+	}
+}
+
+// writeLargeReport writes a valid JUnit report one byte over MaxReportSize.
+func writeLargeReport(t *testing.T, path string) {
+	t.Helper()
+	head := `<testsuite name="big"><testcase name="fails"><failure/></testcase><system-out>`
+	tail := `</system-out></testsuite>`
+	pad := strings.Repeat("x", MaxReportSize+1-len(head)-len(tail))
+	if err := os.WriteFile(path, []byte(head+pad+tail), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReadJUnitDirSkipsLargeReports(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ok.xml"), []byte(pytestJUnit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.xml")
+	writeLargeReport(t, big)
+	got, err := ReadJUnitDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tests != 2 || len(got.TooLarge) != 1 || got.TooLarge[0] != big {
+		t.Errorf("read %d tests, too large %v; want ok.xml's 2 tests and big.xml skipped", got.Tests, got.TooLarge)
+	}
+	if note := TooLargeNote(got.TooLarge); note != "JUnit report larger than 16 MiB skipped: "+big {
+		t.Errorf("note %q", note)
+	}
+	// At the limit a report is read.
+	if err := os.WriteFile(big, []byte(strings.Repeat(" ", MaxReportSize-len(pytestJUnit))+pytestJUnit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadJUnitDir(dir); err != nil || got.Tests != 4 || len(got.TooLarge) != 0 {
+		t.Errorf("a report of exactly %d bytes: %d tests, too large %v, %v", MaxReportSize, got.Tests, got.TooLarge, err)
+	}
+}
+
+// growingFS is a FAKE file system whose files report a size of 0, like a
+// file still being written (or a /proc file): only reading tells.
+type growingFS struct{ fstest.MapFS }
+
+type zeroSizeFile struct{ fs.File }
+
+type zeroSizeInfo struct{ fs.FileInfo }
+
+func (zeroSizeInfo) Size() int64 { return 0 }
+
+func (f zeroSizeFile) Stat() (fs.FileInfo, error) {
+	fi, err := f.File.Stat()
+	return zeroSizeInfo{fi}, err
+}
+
+func (g growingFS) Open(name string) (fs.File, error) {
+	f, err := g.MapFS.Open(name)
+	return zeroSizeFile{f}, err
+}
+
+func TestReadAtMost(t *testing.T) {
+	for name, fsys := range map[string]fs.FS{
+		"sized":   fstest.MapFS{"r.xml": {Data: []byte(strings.Repeat("x", 11))}},
+		"growing": growingFS{fstest.MapFS{"r.xml": {Data: []byte(strings.Repeat("x", 11))}}},
+	} {
+		if _, err := readAtMost(fsys, "r.xml", 10); !errors.Is(err, errTooLarge) {
+			t.Errorf("%s: 11 bytes with a limit of 10: %v", name, err)
+		}
+		if data, err := readAtMost(fsys, "r.xml", 11); err != nil || len(data) != 11 {
+			t.Errorf("%s: 11 bytes with a limit of 11: %d, %v", name, len(data), err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/xml"
 	"fmt"
@@ -34,43 +35,45 @@ type rawSuites struct {
 // MergeJUnit writes one <testsuites> document with every suite of every
 // cell. Each suite's name gets the cell as a prefix ("cell/suite") and a
 // property ephemera.cell=cell, so CI tools that show suites tell the cells
-// apart. A cell without reports adds nothing.
-func MergeJUnit(w io.Writer, cells []Cell) error {
-	var out bytes.Buffer
+// apart. A cell without reports adds nothing. Reports are read one at a
+// time and written as they are read; those larger than MaxReportSize are
+// skipped and returned.
+func MergeJUnit(w io.Writer, cells []Cell) (tooLarge []string, err error) {
+	out := bufio.NewWriter(w)
 	out.WriteString(xml.Header + "<testsuites>\n")
 	for _, c := range cells {
-		suites, err := readRawSuites(c.Dir)
+		skipped, err := walkReports(c.Dir, func(path string, data []byte) error {
+			suites, err := parseRawSuites(data)
+			if err != nil {
+				return fmt.Errorf("read JUnit report %s: not JUnit XML: %w", path, err)
+			}
+			for _, s := range suites {
+				writeCellSuite(out, c.Name, s)
+			}
+			return nil
+		})
+		tooLarge = append(tooLarge, skipped...)
 		if err != nil {
-			return err
-		}
-		for _, s := range suites {
-			writeCellSuite(&out, c.Name, s)
+			return tooLarge, err
 		}
 	}
 	out.WriteString("</testsuites>\n")
-	_, err := w.Write(out.Bytes())
-	return err
+	return tooLarge, out.Flush()
 }
 
-func readRawSuites(dir string) ([]rawSuite, error) {
-	var all []rawSuite
-	err := walkReports(dir, func(path string, data []byte) error {
-		var root rawSuites
-		if err := xml.Unmarshal(data, &root); err == nil {
-			all = append(all, root.Suites...)
-			return nil
-		}
-		var one rawSuite
-		if err := xml.Unmarshal(data, &one); err != nil {
-			return fmt.Errorf("read JUnit report %s: not JUnit XML: %w", path, err)
-		}
-		all = append(all, one)
-		return nil
-	})
-	return all, err
+func parseRawSuites(data []byte) ([]rawSuite, error) {
+	var root rawSuites
+	if err := xml.Unmarshal(data, &root); err == nil {
+		return root.Suites, nil
+	}
+	var one rawSuite
+	if err := xml.Unmarshal(data, &one); err != nil {
+		return nil, err
+	}
+	return []rawSuite{one}, nil
 }
 
-func writeCellSuite(out *bytes.Buffer, cell string, s rawSuite) {
+func writeCellSuite(out *bufio.Writer, cell string, s rawSuite) {
 	name := cell
 	out.WriteString("  <testsuite")
 	for _, a := range s.Attrs {
@@ -98,8 +101,8 @@ func writeCellSuite(out *bytes.Buffer, cell string, s rawSuite) {
 	out.WriteString("</testsuite>\n")
 }
 
-func writeAttr(out *bytes.Buffer, name, value string) {
-	out.WriteString(" " + name + `="`)
+func writeAttr(out io.Writer, name, value string) {
+	_, _ = io.WriteString(out, " "+name+`="`)
 	_ = xml.EscapeText(out, []byte(value))
-	out.WriteString(`"`)
+	_, _ = io.WriteString(out, `"`)
 }

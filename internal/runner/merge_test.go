@@ -27,14 +27,14 @@ func TestMergeJUnit(t *testing.T) {
 	write("b/sub/report.xml", pytestJUnit)
 	withProps := write("c/junit.xml", `<testsuite name="props"><properties><property name="go.version" value="1.26"/></properties><testcase name="ok"/></testsuite>`)
 	var out bytes.Buffer
-	err := MergeJUnit(&out, []Cell{
+	tooLarge, err := MergeJUnit(&out, []Cell{
 		{Name: "default/v1.35.4", Dir: a},
 		{Name: "default/v1.36.3", Dir: filepath.Join(root, "b")},
 		{Name: "empty", Dir: filepath.Join(root, "none")},
 		{Name: "props", Dir: withProps},
 	})
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || len(tooLarge) > 0 {
+		t.Fatal(err, tooLarge)
 	}
 
 	// The merged document reads back with every case, named by cell.
@@ -100,8 +100,29 @@ func TestMergeJUnitRefusesNonJUnit(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "pom.xml"), []byte("<project/>"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := MergeJUnit(&bytes.Buffer{}, []Cell{{Name: "x", Dir: dir}})
+	_, err := MergeJUnit(&bytes.Buffer{}, []Cell{{Name: "x", Dir: dir}})
 	if err == nil || !strings.Contains(err.Error(), "pom.xml") {
 		t.Fatalf("want an error naming pom.xml, got %v", err)
+	}
+}
+
+func TestMergeJUnitSkipsLargeReports(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ok.xml"), []byte(pytestJUnit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.xml")
+	writeLargeReport(t, big)
+	var out bytes.Buffer
+	tooLarge, err := MergeJUnit(&out, []Cell{{Name: "x", Dir: dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tooLarge) != 1 || tooLarge[0] != big {
+		t.Errorf("too large: %v, want [%s]", tooLarge, big)
+	}
+	got, err := ParseJUnit(out.Bytes())
+	if err != nil || got.Tests != 2 {
+		t.Errorf("merged %+v (%v), want ok.xml's 2 tests alone", got, err)
 	}
 }

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -29,12 +30,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/artifact"
 	"github.com/ephemera-dev/ephemera/internal/controller/admission"
 	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
@@ -55,8 +56,13 @@ type Options struct {
 	// the reaper only touches clusters with it.
 	Instance string
 	// MetricsAddr and HealthAddr are where /metrics and /healthz, /readyz
-	// listen; "0" turns one off.
+	// listen; "0" turns one off. A MetricsAddr other than a loopback one
+	// is served with TLS, and /metrics with authentication (see
+	// MetricsSecure).
 	MetricsAddr, HealthAddr string
+	// MetricsCertDir holds tls.crt and tls.key for a MetricsAddr served
+	// with TLS; "" (or a dir without them) means a self-signed certificate.
+	MetricsCertDir string
 	// LeaderElection makes replicas elect one active server, in
 	// LeaderElectionNamespace.
 	LeaderElection          bool
@@ -87,6 +93,9 @@ type Options struct {
 	// ExternalURL is how commit statuses link to the metrics address
 	// (for /artifacts/); "" links nothing.
 	ExternalURL string
+	// ArtifactLinkTTL is how long the signed artefacts links on commit
+	// statuses work; 0 means DefaultArtifactLinkTTL.
+	ArtifactLinkTTL time.Duration
 	// Progress reports start-up steps.
 	Progress progress.Reporter
 	// Log receives the controllers' logs.
@@ -140,6 +149,7 @@ func Run(ctx context.Context, opts Options) error {
 	rep.End(true)
 
 	extra := map[string]http.Handler{}
+	var links *artifact.Signer
 	if opts.ArtifactsRoot != "" {
 		// Runner pods write there: serve it through an os.Root, so links
 		// they leave cannot reach out of it.
@@ -151,7 +161,11 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 		defer root.Close()
-		extra[testrun.ArtifactsPath] = http.StripPrefix(testrun.ArtifactsPath, http.FileServerFS(root.FS()))
+		h, signer, err := artifactsHandlerFor(ctx, opts, direct, root.FS())
+		if err != nil {
+			return err
+		}
+		extra[artifact.Path], links = h, signer
 	}
 	// Only runner pods and Jobs are read, and only by the TestRun
 	// controller: cache those alone, not every pod of a shared management
@@ -168,7 +182,7 @@ func Run(ctx context.Context, opts Options) error {
 		// API: caching them would hold every one of a shared management
 		// cluster in memory.
 		Client:                  client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}},
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr, ExtraHandlers: extra},
+		Metrics:                 metricsOptions(opts, extra),
 		HealthProbeBindAddress:  opts.HealthAddr,
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "ephemera-" + opts.Instance,
@@ -248,6 +262,7 @@ func Run(ctx context.Context, opts Options) error {
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Kube: kube, ArtifactsRoot: opts.ArtifactsRoot, ExternalURL: opts.ExternalURL, Now: now,
 		Events: mgr.GetEventRecorder("ephemera-testrun"),
 	}
+	trr.Links, trr.LinkTTL = links, cmp.Or(opts.ArtifactLinkTTL, DefaultArtifactLinkTTL)
 	if opts.Gateway != nil {
 		trr.Gateway, trr.HostNetwork = opts.Gateway, true
 		defer opts.Gateway.Close()

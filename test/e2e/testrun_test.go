@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,12 +19,15 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
@@ -131,7 +137,15 @@ func completeReason(run *v1alpha1.TestRun) string {
 // and the commit statuses sent to fake forges.
 func TestTestRuns(t *testing.T) {
 	h := newHarness(t)
-	s := h.startServer("--max-clusters", "8")
+	// The metrics address is off loopback (on every address; the test
+	// only dials 127.0.0.1), so /metrics and the artefacts check who asks,
+	// over TLS with a certificate of ours.
+	port := portOf(t, freeAddr(t))
+	certDir, pool := servingCert(t)
+	s := h.startServer("--max-clusters", "8", "--metrics-bind-address", "0.0.0.0:"+port,
+		"--metrics-cert-dir", certDir, "--external-url", "https://127.0.0.1:"+port)
+	s.metricsAddr = "127.0.0.1:" + port
+	web := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	ctx := t.Context()
 	c := s.client
 	t.Cleanup(func() {
@@ -248,14 +262,24 @@ func TestTestRuns(t *testing.T) {
 				t.Errorf("ephemera logs testrun pass lacks %q:\n%s", want, logs)
 			}
 		}
-		resp, err := http.Get("http://" + s.metricsAddr + "/artifacts/default/pass/test.log")
-		if err != nil {
-			t.Fatal(err)
-		}
-		served, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(served), "--- PASS: TestConfigMapRoundTrip") {
-			t.Errorf("the server's /artifacts/default/pass/test.log: %d %q", resp.StatusCode, served)
+		// The server's copy needs credentials: a token that may get the
+		// namespace's TestRuns.
+		reader := saToken(ctx, t, c, "reader", rbacv1.PolicyRule{APIGroups: []string{"ephemera.dev"}, Resources: []string{"testruns"}, Verbs: []string{"get"}})
+		stranger := saToken(ctx, t, c, "stranger")
+		logURL := "https://" + s.metricsAddr + "/artifacts/default/pass/test.log"
+		for _, tc := range []struct {
+			token    string
+			wantCode int
+			wantBody string
+		}{
+			{"", http.StatusUnauthorized, "send a bearer token"},
+			{"not-a-token", http.StatusUnauthorized, "did not accept the bearer token"},
+			{stranger, http.StatusForbidden, `system:serviceaccount:default:stranger may not get testruns.ephemera.dev in namespace "default"`},
+			{reader, http.StatusOK, "--- PASS: TestConfigMapRoundTrip"},
+		} {
+			if code, body := httpGet(t, web, logURL, tc.token); code != tc.wantCode || !strings.Contains(body, tc.wantBody) {
+				t.Errorf("GET %s with token %.10q: %d %q, want %d with %q", logURL, tc.token, code, body, tc.wantCode, tc.wantBody)
+			}
 		}
 		s.waitGone(ctx, t, &v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Name: "pass", Namespace: "default"}})
 
@@ -284,8 +308,43 @@ func TestTestRuns(t *testing.T) {
 			if call.Auth != "Bearer "+token {
 				t.Errorf("GitHub auth %q", call.Auth)
 			}
-			if call.Body["context"] != "ephemera/pass" || call.Body["target_url"] != "http://"+s.metricsAddr+"/artifacts/default/pass/" {
-				t.Errorf("GitHub body %v", call.Body)
+			link, _ := call.Body["target_url"].(string)
+			if call.Body["context"] != "ephemera/pass" || !strings.HasPrefix(link, "https://"+s.metricsAddr+"/artifacts/_signed/") || !strings.HasSuffix(link, "/default/pass/") {
+				t.Errorf("GitHub body %v, want a signed link to the run's artefacts", call.Body)
+			}
+		}
+		// The link on the (public) status opens the run's artefacts
+		// without credentials, and nothing else.
+		calls := github.all()
+		link, _ := calls[len(calls)-1].Body["target_url"].(string)
+		if code, body := httpGet(t, web, link, ""); code != http.StatusOK || !strings.Contains(body, `<a href="test.log">`) {
+			t.Errorf("the status link %s: %d %q, want the listing", link, code, body)
+		}
+		if code, body := httpGet(t, web, link+"test.log", ""); code != http.StatusOK || !strings.Contains(body, "--- PASS: TestConfigMapRoundTrip") {
+			t.Errorf("the status link's test.log: %d %q", code, body)
+		}
+		if code, body := httpGet(t, web, strings.Replace(link, "/default/pass/", "/default/fail/", 1)+"test.log", ""); code != http.StatusForbidden {
+			t.Errorf("the status link moved to another run: %d %q, want 403", code, body)
+		}
+		key := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "ephemera-artifacts-signing-key"}, key); err != nil || len(key.Data["key"]) != 32 {
+			t.Errorf("the link key's Secret: %v, %d bytes", err, len(key.Data["key"]))
+		}
+
+		// /metrics off loopback is for those allowed the URL.
+		scraper := saToken(ctx, t, c, "scraper")
+		bindClusterRole(ctx, t, c, "scraper", rbacv1.PolicyRule{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}})
+		metricsURL := "https://" + s.metricsAddr + "/metrics"
+		for _, tc := range []struct {
+			token    string
+			wantCode int
+		}{
+			{"", http.StatusUnauthorized},
+			{reader, http.StatusForbidden},
+			{scraper, http.StatusOK},
+		} {
+			if code, body := httpGet(t, web, metricsURL, tc.token); code != tc.wantCode || code == http.StatusOK && !strings.Contains(body, "ephemera_testclusters") {
+				t.Errorf("GET /metrics with token %.10q: %d, want %d\n%s", tc.token, code, tc.wantCode, tail(body, 300))
 			}
 		}
 	})
@@ -476,4 +535,99 @@ func TestTestRuns(t *testing.T) {
 			t.Error("the forge token shows in a TestRun or the server log")
 		}
 	})
+}
+
+func portOf(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// servingCert writes a certificate for 127.0.0.1 as serve's
+// --metrics-cert-dir wants it, and returns the dir and a pool that trusts it.
+func servingCert(t *testing.T) (string, *x509.CertPool) {
+	t.Helper()
+	crt, key, err := certutil.GenerateSelfSignedCertKey("127.0.0.1", []net.IP{net.ParseIP("127.0.0.1")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"tls.crt": crt, "tls.key": key} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(crt) {
+		t.Fatal("no certificate in the generated PEM")
+	}
+	return dir, pool
+}
+
+// saToken makes a ServiceAccount in default, allowed rules there (a Role),
+// and returns a token of it.
+func saToken(ctx context.Context, t *testing.T, c client.Client, name string, rules ...rbacv1.PolicyRule) string {
+	t.Helper()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	if err := c.Create(ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	if len(rules) > 0 {
+		role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}, Rules: rules}
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: "default"}},
+		}
+		for _, o := range []client.Object{role, binding} {
+			if err := c.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}
+	if err := c.SubResource("token").Create(ctx, sa, req); err != nil {
+		t.Fatal(err)
+	}
+	return req.Status.Token
+}
+
+// bindClusterRole allows the ServiceAccount default/name rules across the
+// cluster (a ClusterRole).
+func bindClusterRole(ctx context.Context, t *testing.T, c client.Client, name string, rules ...rbacv1.PolicyRule) {
+	t.Helper()
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "e2e-" + name}, Rules: rules}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-" + name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: "default"}},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// httpGet GETs url with a bearer token ("" for none) and returns the status
+// code and body.
+func httpGet(t *testing.T, c *http.Client, url, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }

@@ -188,6 +188,9 @@ func summary(out runner.Outcome, runErr error) string {
 	} else {
 		b.WriteString("; no JUnit reports")
 	}
+	if note := runner.TooLargeNote(out.Result.TooLarge); note != "" {
+		b.WriteString("; " + note)
+	}
 	fmt.Fprintf(&b, "; log: %s\n", out.Log)
 	for _, name := range out.Result.Failing {
 		fmt.Fprintf(&b, "   FAIL %s\n", name)

@@ -49,6 +49,8 @@ type options struct {
 	leaderNamespace     string
 	runnerNode          bool
 	externalURL         string
+	metricsCertDir      string
+	artifactLinkTTL     time.Duration
 }
 
 // NewCommand returns the serve command.
@@ -74,7 +76,8 @@ Its store is a Kubernetes API:
     --state-dir/server/kubeconfig, where the ephemera CLI finds it. Stopping serve
     stops it and keeps the data; clusters handed out keep running. TestRun
     artefacts are kept in --state-dir/server/artifacts and served under
-    /artifacts/ on the metrics address.
+    /artifacts/ on the metrics address: to bearer tokens that may get the
+    run's TestRuns, and through the signed, expiring links on commit statuses.
   - operator mode (--kubeconfig): any existing cluster, with leader election.
     TestRun artefacts stay in the runner pods there; results come from the
     test's exit code. A second replica with the same --state-dir waits for
@@ -88,7 +91,9 @@ are restarted on their data, never deleted at start (docs/server.md).
 
 Clusters are created by the local provider under --state-dir, so
 'ephemera get clusters' lists them too. /metrics and /healthz, /readyz are
-served on the addresses below.`,
+served on the addresses below. A metrics address off loopback is HTTPS, and
+/metrics there needs a bearer token allowed to get the non-resource URL
+/metrics (docs/server.md, "Security").`,
 		Example: `  ephemera serve &
   kubectl --kubeconfig ~/.local/state/ephemera/server/kubeconfig apply -f examples/server/template.yaml -f examples/server/pool.yaml
   ephemera create testcluster --pool ci --ttl 30m --label repo=charts --label pr=42
@@ -120,7 +125,9 @@ served on the addresses below.`,
 	f.BoolVar(&opts.leaderElect, "leader-elect", false, "elect one active replica (default: on with --kubeconfig)")
 	f.StringVar(&opts.leaderNamespace, "leader-election-namespace", "default", "namespace of the leader election lease")
 	f.BoolVar(&opts.runnerNode, "runner-node", true, "give a new embedded management plane a real node, where TestRun Jobs run (false: control plane only, ~250 MiB less)")
-	f.StringVar(&opts.externalURL, "external-url", "", "URL of the metrics address as others reach it, for commit statuses' links to /artifacts/ (default http://METRICS-ADDRESS)")
+	f.StringVar(&opts.externalURL, "external-url", "", "URL of the metrics address as others reach it, for commit statuses' links to /artifacts/ (default http://METRICS-ADDRESS on loopback, else https://)")
+	f.StringVar(&opts.metricsCertDir, "metrics-cert-dir", "", "dir with tls.crt and tls.key for a --metrics-bind-address off loopback (default: a self-signed certificate)")
+	f.DurationVar(&opts.artifactLinkTTL, "artifact-link-ttl", server.DefaultArtifactLinkTTL, "how long the signed /artifacts/ links on commit statuses work")
 	return cmd
 }
 
@@ -135,6 +142,9 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		if d.v <= 0 {
 			return fmt.Errorf("%s must be positive, like 24h", d.flag)
 		}
+	}
+	if opts.artifactLinkTTL <= 0 {
+		return errors.New("--artifact-link-ttl must be positive, like 168h")
 	}
 	if opts.maxClusters == 0 {
 		opts.maxClusters = defaultMaxClusters()
@@ -156,10 +166,10 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		Limits:     testcluster.Limits{MaxHold: opts.maxHold, MaxTTL: opts.maxTTL, MaxLifetime: opts.maxLifetime},
 		StateDir:   e.StateDir,
 		OwnerLabel: opts.ownerLabel, ReapInterval: opts.reapInterval, Progress: rep, Log: log,
-		ExternalURL: opts.externalURL,
+		ExternalURL: opts.externalURL, MetricsCertDir: opts.metricsCertDir, ArtifactLinkTTL: opts.artifactLinkTTL,
 	}
 	if srvOpts.ExternalURL == "" && opts.metricsAddr != "0" {
-		srvOpts.ExternalURL = "http://" + opts.metricsAddr
+		srvOpts.ExternalURL = server.MetricsURL(opts.metricsAddr)
 	}
 	// One server per state dir, in every mode: its clusters live there.
 	dir := filepath.Join(e.StateDir, "server")

@@ -419,13 +419,15 @@ func (r *Reconciler) saveLog(ctx context.Context, run *v1alpha1.TestRun, pod *co
 	}
 }
 
-// readResults sums up the JUnit in dir; nil when there is none.
-func readResults(dir string) (*v1alpha1.TestResults, error) {
+// readResults sums up the JUnit in dir; nil when there is none. note
+// names the reports skipped for their size.
+func readResults(dir string) (results *v1alpha1.TestResults, note string, err error) {
 	res, err := runner.ReadJUnitDir(dir)
+	note = runner.TooLargeNote(res.TooLarge)
 	if err != nil || len(res.Files) == 0 {
-		return nil, err
+		return nil, note, err
 	}
-	return toResults(res), nil
+	return toResults(res), note, nil
 }
 
 func toResults(res runner.Result) *v1alpha1.TestResults {

@@ -138,10 +138,13 @@ func (r *Reconciler) reconcileMatrix(ctx context.Context, run *v1alpha1.TestRun)
 		msg = fmt.Sprintf("%d of %d cells could not run: %s", len(errored), len(cells), strings.Join(errored, ", "))
 	}
 	if dir := r.artifactsDir(run); dir != "" {
-		if err := r.mergeCells(run, dir, status); err != nil {
+		if tooLarge, err := r.mergeCells(run, dir, status); err != nil {
 			msg += "; merging the cells' JUnit failed: " + err.Error()
 		} else {
 			run.Status.Artifacts = dir
+			if note := runner.TooLargeNote(tooLarge); note != "" {
+				msg += "; " + note + " (left out of " + MergedJUnit + ")"
+			}
 		}
 	}
 	now := metav1.NewTime(r.Now())
@@ -189,24 +192,34 @@ func (r *Reconciler) ensureChild(ctx context.Context, run *v1alpha1.TestRun, i i
 	return child, nil
 }
 
-// mergeCells writes the merged JUnit of every cell into dir.
-func (r *Reconciler) mergeCells(run *v1alpha1.TestRun, dir string, cells []v1alpha1.TestRunCell) error {
+// mergeCells writes the merged JUnit of every cell into dir, and returns
+// the reports left out for their size.
+func (r *Reconciler) mergeCells(run *v1alpha1.TestRun, dir string, cells []v1alpha1.TestRunCell) ([]string, error) {
 	in := make([]runner.Cell, len(cells))
 	for i, c := range cells {
 		in[i] = runner.Cell{Name: c.Name, Dir: filepath.Join(r.ArtifactsRoot, run.Namespace, c.Run)}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
-	f, err := os.Create(filepath.Join(dir, MergedJUnit))
+	// Written as it is read: a new file, renamed into place when whole.
+	f, err := os.CreateTemp(dir, "."+MergedJUnit+"-*")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := runner.MergeJUnit(f, in); err != nil {
+	defer os.Remove(f.Name())
+	tooLarge, err := runner.MergeJUnit(f, in)
+	if err != nil {
 		f.Close()
-		return err
+		return tooLarge, err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return tooLarge, err
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return tooLarge, err
+	}
+	return tooLarge, os.Rename(f.Name(), filepath.Join(dir, MergedJUnit))
 }
 
 // sumResults adds the cells' results up; failing tests are named by cell.

@@ -174,14 +174,11 @@ func (r *Reconciler) targetURL(run *v1alpha1.TestRun, t *v1alpha1.CommitStatusTa
 	if t.TargetURL != "" {
 		return t.TargetURL
 	}
-	if r.ExternalURL == "" || r.ArtifactsRoot == "" {
+	if r.ExternalURL == "" || r.ArtifactsRoot == "" || r.Links == nil {
 		return ""
 	}
-	return strings.TrimSuffix(r.ExternalURL, "/") + ArtifactsPath + run.Namespace + "/" + run.Name + "/"
+	return strings.TrimSuffix(r.ExternalURL, "/") + r.Links.RunPath(run.Namespace, run.Name, r.Now().Add(r.LinkTTL))
 }
-
-// ArtifactsPath is where the server serves ArtifactsRoot over HTTP.
-const ArtifactsPath = "/artifacts/"
 
 func conditionMessage(run *v1alpha1.TestRun, typ string) string {
 	for _, c := range run.Status.Conditions {

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/artifact"
 	"github.com/ephemera-dev/ephemera/internal/report"
 )
 
@@ -83,6 +84,10 @@ type Reconciler struct {
 	// ExternalURL is where the server's /artifacts/ are served, for
 	// commit statuses' target URLs; "" leaves them empty.
 	ExternalURL string
+	// Links signs those URLs, as commit statuses are often public: they
+	// work for LinkTTL after they are posted. Nil leaves them empty.
+	Links   *artifact.Signer
+	LinkTTL time.Duration
 	// Events, when set, records what happens to each run (kubectl
 	// describe, ephemera describe testrun).
 	Events events.EventRecorder
@@ -205,7 +210,7 @@ func (r *Reconciler) reconcileRun(ctx context.Context, run *v1alpha1.TestRun) (r
 	reason, msg := out.reason, out.message
 	if dir := r.artifactsDir(run); dir != "" {
 		r.saveLog(ctx, run, pod, dir)
-		res, err := readResults(dir)
+		res, note, err := readResults(dir)
 		if err != nil {
 			msg += "; " + err.Error()
 		}
@@ -213,6 +218,9 @@ func (r *Reconciler) reconcileRun(ctx context.Context, run *v1alpha1.TestRun) (r
 		if reason == v1alpha1.ReasonPassed && res != nil && (res.Failures > 0 || res.Errors > 0) {
 			reason = v1alpha1.ReasonTestsFailed
 			msg = fmt.Sprintf("the command exited 0 but JUnit reports %d failures and %d errors", res.Failures, res.Errors)
+		}
+		if note != "" {
+			msg += "; " + note
 		}
 	}
 	return r.finish(ctx, run, tc, reason, msg)

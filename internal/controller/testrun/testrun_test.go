@@ -1,6 +1,7 @@
 package testrun
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/artifact"
 	"github.com/ephemera-dev/ephemera/internal/report"
 )
 
@@ -215,5 +217,35 @@ func TestDescribe(t *testing.T) {
 		if state != tc.state || desc != tc.wantDesc {
 			t.Errorf("describe = %s %q, want %s %q", state, desc, tc.state, tc.wantDesc)
 		}
+	}
+}
+
+func TestTargetURL(t *testing.T) {
+	signer, err := artifact.NewSigner([]byte(strings.Repeat("k", artifact.KeySize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	run := &v1alpha1.TestRun{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "e2e"}}
+	r := &Reconciler{ArtifactsRoot: "/srv/artifacts", ExternalURL: "https://ci.example.com:8443/", Links: signer, LinkTTL: time.Hour, Now: func() time.Time { return now }}
+	got := r.targetURL(run, &v1alpha1.CommitStatusTarget{})
+	want := "https://ci.example.com:8443" + signer.RunPath("team-a", "e2e", now.Add(time.Hour))
+	if got != want {
+		t.Errorf("targetURL = %q, want %q", got, want)
+	}
+	// The link works until it expires, for this run alone.
+	rest := strings.TrimPrefix(got, "https://ci.example.com:8443"+artifact.Path+artifact.SignedDir+"/")
+	if p, err := signer.Verify(rest+"test.log", now.Add(59*time.Minute)); err != nil || p != "team-a/e2e/test.log" {
+		t.Errorf("the link before expiry: %q, %v", p, err)
+	}
+	if _, err := signer.Verify(rest, now.Add(time.Hour)); err == nil {
+		t.Error("the link works past its TTL")
+	}
+	if got := r.targetURL(run, &v1alpha1.CommitStatusTarget{TargetURL: "https://ci.example.com/jobs/1"}); got != "https://ci.example.com/jobs/1" {
+		t.Errorf("the user's targetURL was replaced: %q", got)
+	}
+	r.Links = nil
+	if got := r.targetURL(run, &v1alpha1.CommitStatusTarget{}); got != "" {
+		t.Errorf("without a signer: %q, want no link (an unsigned one would be public)", got)
 	}
 }
