@@ -146,6 +146,9 @@ const (
 	ReasonPoolNotFound     = "PoolNotFound"
 	ReasonTemplateNotFound = "TemplateNotFound"
 	ReasonClusterLost      = "ClusterLost"
+	// ReasonInvalidSpec: the template cannot be built as it is; the
+	// message says why. Nothing is retried until it changes.
+	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonClusterUnhealthy: the bound cluster stopped working (its
 	// processes died); the server keeps checking it.
 	ReasonClusterUnhealthy = "ClusterUnhealthy"

@@ -20,7 +20,7 @@ func TestSignerRoundTrip(t *testing.T) {
 	}
 	rest := strings.TrimPrefix(link, Path+SignedDir+"/")
 	other, _ := NewSigner([]byte(strings.Repeat("x", KeySize)))
-	swap := func(old, new string) string { return strings.Replace(rest, old, new, 1) }
+	swap := func(old, repl string) string { return strings.Replace(rest, old, repl, 1) }
 	for _, tc := range []struct {
 		name   string
 		signer *Signer

@@ -40,7 +40,7 @@ type rawSuites struct {
 // skipped and returned.
 func MergeJUnit(w io.Writer, cells []Cell) (tooLarge []string, err error) {
 	out := bufio.NewWriter(w)
-	out.WriteString(xml.Header + "<testsuites>\n")
+	_, _ = out.WriteString(xml.Header + "<testsuites>\n")
 	for _, c := range cells {
 		skipped, err := walkReports(c.Dir, func(path string, data []byte) error {
 			suites, err := parseRawSuites(data)
@@ -57,7 +57,7 @@ func MergeJUnit(w io.Writer, cells []Cell) (tooLarge []string, err error) {
 			return tooLarge, err
 		}
 	}
-	out.WriteString("</testsuites>\n")
+	_, _ = out.WriteString("</testsuites>\n")
 	return tooLarge, out.Flush()
 }
 
@@ -75,7 +75,7 @@ func parseRawSuites(data []byte) ([]rawSuite, error) {
 
 func writeCellSuite(out *bufio.Writer, cell string, s rawSuite) {
 	name := cell
-	out.WriteString("  <testsuite")
+	_, _ = out.WriteString("  <testsuite")
 	for _, a := range s.Attrs {
 		if a.Name.Local == "name" && a.Name.Space == "" {
 			name = cell + "/" + a.Value
@@ -84,7 +84,7 @@ func writeCellSuite(out *bufio.Writer, cell string, s rawSuite) {
 		writeAttr(out, a.Name.Local, a.Value)
 	}
 	writeAttr(out, "name", name)
-	out.WriteString(">")
+	_, _ = out.WriteString(">")
 	var prop bytes.Buffer
 	prop.WriteString(`<property`)
 	writeAttr(&prop, "name", CellPropertyName)
@@ -97,8 +97,8 @@ func writeCellSuite(out *bufio.Writer, cell string, s rawSuite) {
 	} else {
 		inner = append([]byte("<properties>"+prop.String()+"</properties>"), inner...)
 	}
-	out.Write(inner)
-	out.WriteString("</testsuite>\n")
+	_, _ = out.Write(inner)
+	_, _ = out.WriteString("</testsuite>\n")
 }
 
 func writeAttr(out io.Writer, name, value string) {

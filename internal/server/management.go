@@ -56,11 +56,11 @@ func (m *ManagementPlane) Ensure(ctx context.Context, rep progress.Reporter) ([]
 	}
 	switch {
 	case errors.Is(err, provider.ErrNotFound):
-		real, zero := int32(0), int32(0)
+		realNodes, zero := int32(0), int32(0)
 		if m.RunnerNode {
-			real = 1
+			realNodes = 1
 		}
-		spec := v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: &real, Simulated: &zero}}
+		spec := v1alpha1.ClusterTemplateSpec{Nodes: v1alpha1.NodesSpec{Real: &realNodes, Simulated: &zero}}
 		_, err = lifecycle.Create(ctx, m.Provider, ManagementPlaneName, spec, opts)
 	case err != nil:
 	case c.Phase == provider.PhaseBroken:

@@ -72,7 +72,7 @@ func (s *server) kubeconfigWorks(ctx context.Context, t *testing.T, ns, name str
 	kubectl, _ := kube.Cache{Dir: mustCacheDir(t)}.Get(newVersion)
 	out, err := runOut(kubectl.Bin("kubectl"), "--kubeconfig", path, "--request-timeout", "5s", "get", "namespace", "kube-system", "-o", "name")
 	if err != nil {
-		return fmt.Errorf("%v: %s", err, out)
+		return fmt.Errorf("%w: %s", err, out)
 	}
 	return nil
 }

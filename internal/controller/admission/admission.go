@@ -78,6 +78,7 @@ type Reconciler struct {
 	accounted   map[types.UID]time.Time
 	failedAt    map[string]time.Time // pool key → last failed create
 	failedErr   map[string]error     // pool key → its error
+	invalid     map[string]string    // pool key → template version and pool generation an invalid spec was seen with
 	pools       map[string]bool      // pool keys with metric series
 }
 
@@ -158,7 +159,7 @@ func (r *Reconciler) init() {
 	defer r.mu.Unlock()
 	if r.queuedSince == nil {
 		r.queuedSince, r.accounted = map[types.UID]time.Time{}, map[types.UID]time.Time{}
-		r.failedAt, r.failedErr, r.pools = map[string]time.Time{}, map[string]error{}, map[string]bool{}
+		r.failedAt, r.failedErr, r.pools, r.invalid = map[string]time.Time{}, map[string]error{}, map[string]bool{}, map[string]string{}
 	}
 }
 
@@ -184,6 +185,7 @@ func (r *Reconciler) remember(plan Plan, in Input, now time.Time) {
 		if _, ok := plan.Pools[pk]; !ok {
 			delete(r.failedAt, pk)
 			delete(r.failedErr, pk)
+			delete(r.invalid, pk)
 		}
 	}
 	for pk := range r.pools {
@@ -268,14 +270,41 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 		logger.Info("Deleting pool cluster above maxSize", "pool", klog.KObj(p), "cluster", name)
 		r.Provisioner.Release(name)
 	}
-	var problem string
-	if dp.Create > 0 {
+	var problem, invalid string
+	pk := key(p.Namespace, p.Name)
+	r.mu.Lock()
+	lastErr := r.failedErr[pk]
+	if errors.Is(lastErr, provider.ErrInvalidSpec) && dp.Backoff {
+		r.invalid[pk] = "" // seen now; its versions are recorded below
+	}
+	invalidAt, wasInvalid := r.invalid[pk]
+	r.mu.Unlock()
+	if dp.Create > 0 || wasInvalid {
 		tmpl := &v1alpha1.ClusterTemplate{}
-		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.TemplateRef}, tmpl); err != nil {
-			if !apierrors.IsNotFound(err) {
-				return err
-			}
+		version := ""
+		err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.TemplateRef}, tmpl)
+		switch {
+		case apierrors.IsNotFound(err):
 			problem = fmt.Sprintf("ClusterTemplate %q not found in namespace %q: create it", p.Spec.TemplateRef, p.Namespace)
+		case err != nil:
+			return err
+		default:
+			version = fmt.Sprintf("%s/%d", tmpl.ResourceVersion, p.Generation)
+		}
+		// An invalid spec is terminal: nothing is built from the same
+		// template and pool until one of them changes.
+		switch {
+		case wasInvalid && (invalidAt == "" || invalidAt == version):
+			r.mu.Lock()
+			r.invalid[pk] = version
+			r.mu.Unlock()
+			invalid = "the template cannot be built; fix the ClusterTemplate or the pool: " + lastErr.Error()
+		case wasInvalid:
+			r.mu.Lock()
+			delete(r.invalid, pk)
+			r.mu.Unlock()
+		}
+		if problem != "" || invalid != "" {
 			dp.Provisioning -= dp.Create
 			dp.Size -= dp.Create
 			dp.Create = 0
@@ -295,12 +324,11 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 	metrics.PoolReady.WithLabelValues(p.Namespace, p.Name).Set(float64(dp.Ready))
 	cond := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReady,
 		Message: fmt.Sprintf("%d Ready clusters, minReady %d", dp.Ready, p.Spec.MinReadyOrDefault()), ObservedGeneration: p.Generation}
-	r.mu.Lock()
-	lastErr := r.failedErr[key(p.Namespace, p.Name)]
-	r.mu.Unlock()
 	switch {
 	case problem != "":
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.ReasonTemplateNotFound, problem
+	case invalid != "":
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.ReasonInvalidSpec, invalid
 	case dp.Backoff:
 		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonProvisionFailed
 		cond.Message = "creating a cluster failed; retrying shortly"

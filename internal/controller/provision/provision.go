@@ -206,7 +206,7 @@ func (r *Provisioner) Claim(ctx context.Context, name string, tc *v1alpha1.TestC
 	c, err := r.p.Get(ctx, name)
 	if healthy, why := usable(c, err); !healthy {
 		r.setLost(j, why)
-		return fmt.Errorf("claim cluster %q: %w: %v", name, ErrNotUsable, why)
+		return fmt.Errorf("claim cluster %q: %w: %w", name, ErrNotUsable, why)
 	}
 	if labels == nil {
 		labels = map[string]string{}

@@ -176,6 +176,10 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 			}
 			return reconcile.Result{RequeueAfter: 10 * time.Millisecond}, nil
 		}
+		if errors.Is(st.Err, provider.ErrInvalidSpec) {
+			fail(tc, v1alpha1.ReasonInvalidSpec, fmt.Sprintf("the template cannot be built: %v; fix it, then delete this TestCluster and create another", st.Err))
+			return reconcile.Result{}, nil
+		}
 		fail(tc, v1alpha1.ReasonProvisionFailed, fmt.Sprintf("creating cluster %q failed: %v", name, st.Err))
 		return reconcile.Result{}, nil
 	case provision.Lost:
@@ -383,7 +387,7 @@ func phaseOf(tc *v1alpha1.TestCluster) v1alpha1.TestClusterPhase {
 	case ready != nil && ready.Status == metav1.ConditionTrue:
 		return v1alpha1.TestClusterReady
 	case ready != nil && (ready.Reason == v1alpha1.ReasonProvisionFailed || ready.Reason == v1alpha1.ReasonClusterLost ||
-		ready.Reason == v1alpha1.ReasonClusterUnhealthy ||
+		ready.Reason == v1alpha1.ReasonClusterUnhealthy || ready.Reason == v1alpha1.ReasonInvalidSpec ||
 		(ready.Reason == v1alpha1.ReasonTemplateNotFound && tc.Spec.ClusterName != "")):
 		return v1alpha1.TestClusterFailed
 	case tc.Spec.ClusterName == "":

@@ -28,8 +28,8 @@ type rotatingLog struct {
 
 // openRotatingLog opens path for appending, counting what it holds
 // already.
-func openRotatingLog(path string, max int64) (*rotatingLog, error) {
-	l := &rotatingLog{path: path, max: max}
+func openRotatingLog(path string, limit int64) (*rotatingLog, error) {
+	l := &rotatingLog{path: path, max: limit}
 	if err := l.open(); err != nil {
 		return nil, err
 	}

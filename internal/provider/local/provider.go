@@ -184,7 +184,7 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 	}
 	if realNodes > 0 {
 		if p.hostNetworkErr != nil {
-			return nil, fmt.Errorf("%w: %v", errInvalid, p.hostNetworkErr)
+			return nil, fmt.Errorf("%w: %w", errInvalid, p.hostNetworkErr)
 		}
 		if _, err := nthServiceIP(subnets["serviceSubnet"], 10); err != nil {
 			return nil, fmt.Errorf("%w: network.serviceSubnet %s has no 10th address for cluster DNS: use a /28 or larger", errInvalid, subnets["serviceSubnet"])
@@ -448,7 +448,7 @@ func (p *Provider) startSupervisor(ctx context.Context, dir string, realNode boo
 	for !flock.Held(filepath.Join(dir, supervisorLock)) {
 		select {
 		case err := <-exited:
-			return 0, fmt.Errorf("supervisor exited at start (%v):\n%s", err, tailOf(logPath))
+			return 0, fmt.Errorf("supervisor exited at start (%w):\n%s", err, tailOf(logPath))
 		case <-deadline:
 			return 0, fmt.Errorf("supervisor did not start within %s:\n%s", supervisorStartTimeout, tailOf(logPath))
 		case <-ctx.Done():

@@ -360,7 +360,7 @@ func (s *supervisor) waitAPI(ctx context.Context) error {
 		lastErr = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kube-apiserver did not accept requests within %s: %v", apiStartTimeout, lastErr)
+			return fmt.Errorf("kube-apiserver did not accept requests within %s: %w", apiStartTimeout, lastErr)
 		case <-time.After(pollInterval):
 		}
 	}
