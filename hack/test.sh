@@ -8,4 +8,6 @@ echo " • Checking formatting, vet, lint and generated code" >&2
 make -s lint
 make -s verify-generate
 echo " • Running tests" >&2
-EPHEMERA_BIN="$PWD/bin/ephemera" go test -count=1 -timeout 40m "$@" ./...
+# -p 1: packages one at a time. internal/provider/local and test/e2e both
+# run real clusters, and each test's host census would count the other's.
+EPHEMERA_BIN="$PWD/bin/ephemera" go test -p 1 -count=1 -timeout 40m "$@" ./...
