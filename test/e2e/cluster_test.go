@@ -69,6 +69,19 @@ func (h *harness) kubectlCommand(ctx context.Context, version, cluster string, a
 // clusterPorts reads the ports a cluster was given from its plan.
 func (h *harness) clusterPorts(name string) []int {
 	h.t.Helper()
+	var ports []int
+	for _, p := range h.planPorts(name) {
+		ports = append(ports, p)
+	}
+	if len(ports) == 0 {
+		h.t.Fatal("cluster plan lists no ports")
+	}
+	return ports
+}
+
+// planPorts reads the ports of a cluster's plan, by name.
+func (h *harness) planPorts(name string) map[string]int {
+	h.t.Helper()
 	var plan struct {
 		Ports map[string]int `json:"ports"`
 	}
@@ -79,14 +92,7 @@ func (h *harness) clusterPorts(name string) []int {
 	if err := json.Unmarshal(b, &plan); err != nil {
 		h.t.Fatal(err)
 	}
-	var ports []int
-	for _, p := range plan.Ports {
-		ports = append(ports, p)
-	}
-	if len(ports) == 0 {
-		h.t.Fatal("cluster plan lists no ports")
-	}
-	return ports
+	return plan.Ports
 }
 
 // assertPortsFree checks that nothing listens on, or holds a connection

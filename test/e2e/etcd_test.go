@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -15,19 +14,10 @@ import (
 // clusterPort reads one port of a cluster's plan, like "etcdPeer".
 func (h *harness) clusterPort(name, which string) int {
 	h.t.Helper()
-	var plan struct {
-		Ports map[string]int `json:"ports"`
-	}
-	b, err := os.ReadFile(filepath.Join(h.clusterDir(name), "cluster.json"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &plan); err != nil {
-		h.t.Fatal(err)
-	}
-	port := plan.Ports[which]
+	ports := h.planPorts(name)
+	port := ports[which]
 	if port == 0 {
-		h.t.Fatalf("cluster plan has no %s port: %v", which, plan.Ports)
+		h.t.Fatalf("cluster plan has no %s port: %v", which, ports)
 	}
 	return port
 }
