@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -143,11 +144,7 @@ func claimUsable(ctx context.Context, c client.WithWatch, name string) (time.Dur
 	if err != nil {
 		return 0, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err != nil {
+	if err := answers(ctx, cfg); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil
@@ -165,12 +162,18 @@ func claimUsableCLI(ctx context.Context, h *harness, name string) (time.Duration
 	if err != nil {
 		return 0, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err != nil {
+	if err := answers(ctx, cfg); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// answers succeeds once a request with cfg is served.
+func answers(ctx context.Context, cfg *rest.Config) error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	return err
 }
