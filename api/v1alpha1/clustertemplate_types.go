@@ -66,6 +66,57 @@ type NetworkSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	PodSubnet string `json:"podSubnet,omitempty"`
+
+	// dnsUpstream are the resolvers the cluster's DNS forwards external
+	// names to, like 10.0.0.53 or 10.0.0.53:5353, instead of the host's
+	// (its resolv.conf's nameservers, loopback ones included).
+	// +optional
+	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:items:MaxLength=64
+	DNSUpstream []string `json:"dnsUpstream,omitempty"`
+
+	// domain makes *.<cluster>.<domain> resolve to the cluster's ingress
+	// address through ephemera's DNS forwarder (for pods, and for the host
+	// once its resolver asks the forwarder). Without it the ingress domain
+	// is a wildcard-DNS name of the ingress address, like
+	// 10-251-0-1.sslip.io.
+	// +optional
+	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Domain string `json:"domain,omitempty"`
+
+	// ports forward host ports to ports of the cluster's ingress address
+	// (real-node clusters only). A hostPort of 0 picks a free port, shown
+	// in the TestCluster's status: pool templates need it, since their
+	// clusters cannot share a host port.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	Ports []PortMapping `json:"ports,omitempty"`
+}
+
+// PortMapping forwards a port of the host to a port of a cluster's ingress
+// address, like `ephemera create cluster --port 127.0.0.1:8080:80/tcp`.
+type PortMapping struct {
+	// address is the host address to listen on. Defaults to 127.0.0.1;
+	// 0.0.0.0 for jobs whose tests run in another container.
+	// +optional
+	// +kubebuilder:validation:MaxLength=45
+	Address string `json:"address,omitempty"`
+	// hostPort is the host port; 0 picks a free one.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	HostPort int32 `json:"hostPort,omitempty"`
+	// port is the port of the ingress address, where a LoadBalancer
+	// Service listens.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+	// protocol is TCP or UDP. Defaults to TCP.
+	// +optional
+	// +kubebuilder:validation:Enum=TCP;UDP
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // ClusterTemplate is a reusable description of a cluster.

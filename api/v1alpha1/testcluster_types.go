@@ -209,6 +209,30 @@ type TestClusterStatus struct {
 	// timings record when each step happened.
 	// +optional
 	Timings TestClusterTimings `json:"timings,omitempty"`
+	// ingress is where the cluster's LoadBalancer Services are reached
+	// (real-node clusters).
+	// +optional
+	Ingress *IngressStatus `json:"ingress,omitempty"`
+	// ports are the cluster's host port mappings, with the host ports
+	// picked for hostPort 0.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	Ports []PortMapping `json:"ports,omitempty"`
+}
+
+// IngressStatus is a cluster's ingress address and domain.
+type IngressStatus struct {
+	// address is the first address of the cluster's LoadBalancer range,
+	// given to its first LoadBalancer Service (or the one annotated
+	// ephemera.dev/ingress: "true").
+	// +optional
+	// +kubebuilder:validation:MaxLength=45
+	Address string `json:"address,omitempty"`
+	// domain resolves, with every name under it, to address.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Domain string `json:"domain,omitempty"`
 }
 
 // TestCluster is one lease on one cluster.
