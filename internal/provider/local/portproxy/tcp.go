@@ -1,0 +1,95 @@
+package portproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// ServeTCP accepts connections on l and forwards each to target (host:port)
+// until ctx ends, then closes l and every connection and returns nil once
+// all of its goroutines are gone. Each direction is copied on its own, and
+// the end of one (EOF) is passed on as a half-close (CloseWrite). A client
+// whose target cannot be reached (refused, as when no Service exposes the
+// port, or not answered within 10 s) is reset, and serving goes on; so is a
+// connection whose other side fails mid-way.
+func (p *Proxy) ServeTCP(ctx context.Context, l net.Listener, target string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	stop := onDone(ctx, func() { _ = l.Close() })
+	defer func() {
+		cancel()
+		stop()
+		wg.Wait()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if retryable(err) {
+				backoff(ctx, &delay)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", l.Addr(), err)
+		}
+		delay = 0
+		wg.Go(func() { p.forwardTCP(ctx, c, target) })
+	}
+}
+
+func (p *Proxy) forwardTCP(ctx context.Context, client net.Conn, target string) {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	up, err := p.dial(dctx, "tcp", target)
+	cancel()
+	if err != nil {
+		p.Log.V(1).Info("Resetting connection, target unreachable", "client", client.RemoteAddr().String(), "target", target, "err", err.Error())
+		reset(client)
+		return
+	}
+	stop := onDone(ctx, func() {
+		_ = client.Close()
+		_ = up.Close()
+	})
+	defer stop()
+	errc := make(chan error, 2)
+	go func() { errc <- pipe(up, client) }()
+	go func() { errc <- pipe(client, up) }()
+	for range 2 {
+		if err := <-errc; err != nil {
+			// One side failed (reset, or closed at ctx end): abort both, so
+			// that the other side sees a reset too rather than an orderly end.
+			reset(client)
+			reset(up)
+		}
+	}
+	_ = client.Close()
+	_ = up.Close()
+}
+
+// pipe copies src to dst until src ends, then half-closes dst.
+func pipe(dst, src net.Conn) error {
+	if _, err := io.Copy(dst, src); err != nil {
+		return err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	}
+	return nil
+}
+
+// reset closes c so that its peer gets a TCP RST instead of a FIN.
+func reset(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+	_ = c.Close()
+}
