@@ -136,16 +136,30 @@ func waitNodeAddress(ctx context.Context, addr netip.Addr) error {
 // freeSubnet returns the first /30 of hostRange that overlaps no network
 // in used.
 func freeSubnet(hostRange netip.Prefix, used []netip.Prefix) (netip.Prefix, error) {
-	base := binary.BigEndian.Uint32(hostRange.Addr().AsSlice())
-	for i := range uint32(1) << (30 - hostRange.Bits()) {
+	s, ok := freePrefix(hostRange, 30, used)
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("no free /30 left in the host network %s: delete clusters, or set a larger range with %s", hostRange, HostNetworkEnv)
+	}
+	return s, nil
+}
+
+// freePrefix returns the first prefix of the given length in r that
+// overlaps no network in used.
+func freePrefix(r netip.Prefix, bits int, used []netip.Prefix) (netip.Prefix, bool) {
+	if !r.Addr().Is4() || bits < r.Bits() || bits > 32 {
+		return netip.Prefix{}, false
+	}
+	base := binary.BigEndian.Uint32(r.Addr().AsSlice())
+	size := uint32(1) << (32 - bits)
+	for i := range uint64(1) << (bits - r.Bits()) {
 		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], base+4*i)
-		s := netip.PrefixFrom(netip.AddrFrom4(b), 30)
+		binary.BigEndian.PutUint32(b[:], base+size*uint32(i))
+		s := netip.PrefixFrom(netip.AddrFrom4(b), bits)
 		if !overlapsAny(s, used) {
-			return s, nil
+			return s, true
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("no free /30 left in the host network %s: delete clusters, or set a larger range with %s", hostRange, HostNetworkEnv)
+	return netip.Prefix{}, false
 }
 
 func overlapsAny(s netip.Prefix, used []netip.Prefix) bool {

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ephemera-dev/ephemera/internal/kube"
+	"github.com/ephemera-dev/ephemera/internal/provider/local/portproxy"
 )
 
 // RealNodeName is the name of a cluster's real node.
@@ -77,6 +78,25 @@ type realNode struct {
 	Images []string `json:"images"`
 	// DNS is the cluster DNS Service's ClusterIP.
 	DNS netip.Addr `json:"dns"`
+	// LB is the cluster's LoadBalancer range, routed into its network
+	// namespace; its first address is the ingress address. Clusters made
+	// before it existed have none.
+	LB netip.Prefix `json:"lb,omitzero"`
+	// IngressDomain resolves, with every name under it, to the ingress
+	// address.
+	IngressDomain string `json:"ingressDomain,omitempty"`
+	// LocalDomain, when set, makes ephemera's DNS forwarders answer
+	// *.<cluster>.<LocalDomain> with the ingress address themselves.
+	LocalDomain string `json:"localDomain,omitempty"`
+	// DNSUpstreams replace the host's resolvers (its resolv.conf's) as
+	// where the DNS forwarder sends external names.
+	DNSUpstreams []netip.AddrPort `json:"dnsUpstreams,omitempty"`
+	// HostPorts forward host ports to the ingress address; host port 0
+	// is resolved at create.
+	HostPorts []portproxy.Mapping `json:"hostPorts,omitempty"`
+	// ReachClusters lets the cluster open connections to other clusters
+	// (see firewallPlan).
+	ReachClusters bool `json:"reachClusters,omitempty"`
 }
 
 // hostLacksSysResource reports whether this process may not lower

@@ -56,7 +56,12 @@ type Provider struct {
 	// every create of a real-node cluster.
 	hostNetworkErr error
 	durable        bool
-	now            func() time.Time
+	// lbNetwork is where real-node clusters take their LoadBalancer
+	// ranges from; lbNetworkErr is why Options.LBNetwork was refused.
+	lbNetwork    netip.Prefix
+	lbNetworkErr error
+	net          NetworkOptions
+	now          func() time.Time
 	// leafValidity is how long new leaf certificates are valid; zero
 	// means pki's default, a year. Tests shorten it.
 	leafValidity time.Duration
@@ -83,7 +88,40 @@ type Options struct {
 	// says until Restart, which drops --unsafe-no-fsync for a durable
 	// provider.
 	Durable bool
+	// LBNetwork is the range real-node clusters take their LoadBalancer
+	// addresses from, a /28 each; empty means $EPHEMERA_LB_NETWORK, else
+	// DefaultLBNetwork.
+	LBNetwork string
+	// Network are defaults for the clusters' network settings.
+	Network NetworkOptions
 }
+
+// NetworkOptions are a provider's defaults for what a template's network
+// section leaves unset.
+type NetworkOptions struct {
+	// DNSUpstream replaces the host's resolvers (env
+	// EPHEMERA_DNS_UPSTREAM, comma-separated).
+	DNSUpstream []string
+	// Domain makes *.<cluster>.<Domain> resolve to a cluster's ingress
+	// address through ephemera's DNS forwarder.
+	Domain string
+	// IngressDomainBase is the wildcard-DNS service whose names map to
+	// addresses (like 10-251-0-1.sslip.io), for clusters without Domain.
+	// Defaults to DefaultIngressDomainBase.
+	IngressDomainBase string
+	// ReachClusters lets the provider's clusters open connections to
+	// other clusters: a server's management plane, whose runner pods
+	// reach the clusters' API servers and ingress.
+	ReachClusters bool
+}
+
+// DNSUpstreamEnv overrides the host's resolvers as the upstream of the
+// clusters' DNS, like --dns-upstream.
+const DNSUpstreamEnv = "EPHEMERA_DNS_UPSTREAM"
+
+// DefaultIngressDomainBase is the wildcard-DNS service ingress domains are
+// named under by default.
+const DefaultIngressDomainBase = "sslip.io"
 
 // New returns a local provider. A relative StateDir is made absolute: the
 // supervisor and the components run in other working dirs.
@@ -98,6 +136,14 @@ func New(opts Options) *Provider {
 	}
 	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, durable: opts.Durable, now: time.Now}
 	p.hostNetwork, p.hostNetworkErr = ParseHostNetwork(hostNetwork)
+	p.lbNetwork, p.lbNetworkErr = ParseLBNetwork(cmp.Or(opts.LBNetwork, os.Getenv(LBNetworkEnv), DefaultLBNetwork))
+	p.net = opts.Network
+	if len(p.net.DNSUpstream) == 0 {
+		if env := os.Getenv(DNSUpstreamEnv); env != "" {
+			p.net.DNSUpstream = strings.Split(env, ",")
+		}
+	}
+	p.net.IngressDomainBase = cmp.Or(p.net.IngressDomainBase, DefaultIngressDomainBase)
 	return p
 }
 

@@ -1,0 +1,161 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ephemera-dev/ephemera/internal/provider/local/portproxy"
+)
+
+// A real-node cluster's supervisor runs in the cluster's network namespace,
+// but some of its services live on the host's side: the DNS forwarder on
+// the host end of the veth (it reaches the host's resolvers, loopback ones
+// included) and the host port mappings. The creator, in the host's
+// namespace, binds their sockets and hands them over to the supervisor as
+// inherited files, in a fixed order, with a handle on the host's network
+// namespace for the forwarder's queries upstream.
+
+// Positions of the inherited files in the supervisor (fd 3 and up).
+const (
+	hostNetnsFD = 3 + iota
+	dnsUDPFD
+	dnsTCPFD
+	// firstPortFD is the first host port mapping's listener; the others
+	// follow in the plan's order.
+	firstPortFD
+)
+
+// hostSideFiles binds the sockets the supervisor of the cluster serves on
+// the host's side and returns them in the inherited-file order. Mappings
+// with host port 0 get theirs here: node.HostPorts is updated. The caller
+// closes the files once the supervisor has them.
+func hostSideFiles(node *realNode) (files []*os.File, err error) {
+	defer func() {
+		if err != nil {
+			closeFiles(files)
+			files = nil
+		}
+	}()
+	ns, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, fmt.Errorf("open the host's network namespace: %w", err)
+	}
+	files = append(files, ns)
+	dns := netip.AddrPortFrom(node.Network.HostIP, 53)
+	udp, tcp, err := bindDNS(dns)
+	if err != nil {
+		return files, err
+	}
+	files = append(files, udp, tcp)
+	bound, err := portproxy.Bind(node.HostPorts)
+	if err != nil {
+		return files, err
+	}
+	for i, b := range bound {
+		node.HostPorts[i] = b.Mapping
+		files = append(files, b.File)
+	}
+	return files, nil
+}
+
+// bindDNS binds the forwarder's UDP and TCP sockets on addr, with
+// IP_FREEBIND: the address appears on the veth only after the supervisor
+// started.
+func bindDNS(addr netip.AddrPort) (udp, tcp *os.File, err error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			if serr == nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	ctx := context.Background()
+	pc, err := lc.ListenPacket(ctx, "udp4", addr.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("bind the cluster's DNS forwarder on %s/udp: %w", addr, err)
+	}
+	defer pc.Close()
+	l, err := lc.Listen(ctx, "tcp4", addr.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("bind the cluster's DNS forwarder on %s/tcp: %w", addr, err)
+	}
+	defer l.Close()
+	if udp, err = pc.(*net.UDPConn).File(); err != nil {
+		return nil, nil, err
+	}
+	if tcp, err = l.(*net.TCPListener).File(); err != nil {
+		udp.Close()
+		return nil, nil, err
+	}
+	return udp, tcp, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// inheritedFiles returns the files the supervisor was given, marked
+// close-on-exec so that the components it starts do not inherit them.
+func inheritedFiles(node *realNode) (hostNetns, dnsUDP, dnsTCP *os.File, ports []*os.File) {
+	n := firstPortFD + len(node.HostPorts)
+	for fd := hostNetnsFD; fd < n; fd++ {
+		syscall.CloseOnExec(fd)
+	}
+	f := func(fd int) *os.File { return os.NewFile(uintptr(fd), "inherited-"+strconv.Itoa(fd)) }
+	for i := range node.HostPorts {
+		ports = append(ports, f(firstPortFD+i))
+	}
+	return f(hostNetnsFD), f(dnsUDPFD), f(dnsTCPFD), ports
+}
+
+// inNetns runs fn on an OS thread switched into the network namespace ns,
+// so that sockets fn creates belong to ns; the thread switches back after.
+// (A thread that cannot switch back stays locked and ends with fn's
+// goroutine.)
+func inNetns(ns *os.File, fn func() error) error {
+	runtime.LockOSThread()
+	own, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer own.Close()
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter the host's network namespace: %w", err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
+		return errors.Join(ferr, fmt.Errorf("return to the cluster's network namespace: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// dialIn returns a dial function whose connections are made in the network
+// namespace ns.
+func dialIn(ns *os.File) func(ctx context.Context, network, address string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		var c net.Conn
+		err := inNetns(ns, func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, network, address)
+			return err
+		})
+		return c, err
+	}
+}
