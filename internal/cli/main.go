@@ -65,6 +65,8 @@ func Providers(e *env.Env) *provider.Registry {
 			Cache:       e.Cache(),
 			Supervisor:  []string{self, supervise.CommandName},
 			HostNetwork: e.HostNetwork,
+			LBNetwork:   e.LBNetwork,
+			Network:     local.NetworkOptions{IngressDomainBase: e.IngressDomainBase},
 		}),
 	)
 }

@@ -71,6 +71,11 @@ type Cluster struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Components are the parts the cluster is made of, for diagnosis.
 	Components []Component `json:"components,omitempty"`
+	// Ingress is where the cluster's LoadBalancer Services are reached,
+	// when it has an ingress address.
+	Ingress *v1alpha1.IngressStatus `json:"ingress,omitempty"`
+	// Ports are the cluster's host port mappings, host ports resolved.
+	Ports []v1alpha1.PortMapping `json:"ports,omitempty"`
 }
 
 // CreateOptions are what Create records besides the spec.

@@ -33,6 +33,12 @@ type Env struct {
 	// HostNetwork is the host-side range of real-node clusters; empty
 	// means the provider's default.
 	HostNetwork string
+	// LBNetwork is the range real-node clusters take their LoadBalancer
+	// addresses from; empty means the provider's default.
+	LBNetwork string
+	// IngressDomainBase names ingress domains of clusters without a
+	// domain; empty means the provider's default (sslip.io).
+	IngressDomainBase string
 	// ServerKubeconfig is the management plane's kubeconfig, from
 	// --server-kubeconfig; empty means ServerKubeconfigPath's default.
 	ServerKubeconfig string

@@ -25,9 +25,9 @@ const (
 	dnsService = "kube-dns"
 )
 
-// corefile serves the cluster domain from the API. There is no upstream to
-// forward to: a cluster has no route out of its network namespace, so other
-// names fail at once instead of timing out.
+// corefile serves the cluster domain from the API and forwards other names
+// to the resolver CoreDNS gets as a dnsPolicy Default pod: the host's DNS
+// forwarder (see realNode).
 const corefile = `.:53 {
     errors
     health {
@@ -37,6 +37,9 @@ const corefile = `.:53 {
     kubernetes ` + clusterDomain + ` in-addr.arpa ip6.arpa {
         pods insecure
         ttl 30
+    }
+    forward . /etc/resolv.conf {
+        max_concurrent 1000
     }
     cache 30
     loadbalance

@@ -178,7 +178,7 @@ func TestHostFirewallRoundTrip(t *testing.T) {
 		}
 	}
 	s := saved()
-	if n := strings.Count(s, "-j "+ch.Forward); n != 1 {
+	if n := strings.Count(s, "-A FORWARD -m comment --comment ephemera -j "+ch.Forward+"\n"); n != 1 {
 		t.Errorf("%d jumps to %s, want 1:\n%s", n, ch.Forward, s)
 	}
 	for _, c := range []string{ch.Forward, ch.Input} {

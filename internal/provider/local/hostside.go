@@ -34,37 +34,38 @@ const (
 	firstPortFD
 )
 
-// hostSideFiles binds the sockets the supervisor of the cluster serves on
-// the host's side and returns them in the inherited-file order. Mappings
-// with host port 0 get theirs here: node.HostPorts is updated. The caller
-// closes the files once the supervisor has them.
-func hostSideFiles(node *realNode) (files []*os.File, err error) {
-	defer func() {
-		if err != nil {
-			closeFiles(files)
-			files = nil
-		}
-	}()
+// hostSideFiles binds the DNS forwarder's sockets of the cluster and
+// returns, in the inherited-file order, the host's network namespace, them
+// and the port mappings' sockets (see bindPorts). The caller closes the
+// files once the supervisor has them.
+func hostSideFiles(node *realNode, ports []*os.File) (files []*os.File, err error) {
 	ns, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		return nil, fmt.Errorf("open the host's network namespace: %w", err)
 	}
-	files = append(files, ns)
-	dns := netip.AddrPortFrom(node.Network.HostIP, 53)
-	udp, tcp, err := bindDNS(dns)
+	udp, tcp, err := bindDNS(netip.AddrPortFrom(node.Network.HostIP, 53))
 	if err != nil {
-		return files, err
+		ns.Close()
+		return nil, err
 	}
-	files = append(files, udp, tcp)
-	bound, err := portproxy.Bind(node.HostPorts)
+	return append([]*os.File{ns, udp, tcp}, ports...), nil
+}
+
+// bindPorts binds the host port mappings, before anything of the cluster
+// exists: a busy port fails the create at once. Mappings with host port 0
+// get theirs: the returned mappings have them.
+func bindPorts(ms []portproxy.Mapping) ([]portproxy.Mapping, []*os.File, error) {
+	bound, err := portproxy.Bind(ms)
 	if err != nil {
-		return files, err
+		return nil, nil, err
 	}
-	for i, b := range bound {
-		node.HostPorts[i] = b.Mapping
+	var out []portproxy.Mapping
+	var files []*os.File
+	for _, b := range bound {
+		out = append(out, b.Mapping)
 		files = append(files, b.File)
 	}
-	return files, nil
+	return out, files, nil
 }
 
 // bindDNS binds the forwarder's UDP and TCP sockets on addr, with
@@ -108,18 +109,25 @@ func closeFiles(files []*os.File) {
 	}
 }
 
-// inheritedFiles returns the files the supervisor was given, marked
-// close-on-exec so that the components it starts do not inherit them.
-func inheritedFiles(node *realNode) (hostNetns, dnsUDP, dnsTCP *os.File, ports []*os.File) {
+// inherited are the files a real-node cluster's supervisor was given.
+type inherited struct {
+	hostNetns, dnsUDP, dnsTCP *os.File
+	ports                     []*os.File
+}
+
+// takeInheritedFiles returns the files the supervisor was given, marked
+// close-on-exec so that the processes it starts do not inherit them.
+func takeInheritedFiles(node *realNode) inherited {
 	n := firstPortFD + len(node.HostPorts)
 	for fd := hostNetnsFD; fd < n; fd++ {
 		syscall.CloseOnExec(fd)
 	}
 	f := func(fd int) *os.File { return os.NewFile(uintptr(fd), "inherited-"+strconv.Itoa(fd)) }
+	in := inherited{hostNetns: f(hostNetnsFD), dnsUDP: f(dnsUDPFD), dnsTCP: f(dnsTCPFD)}
 	for i := range node.HostPorts {
-		ports = append(ports, f(firstPortFD+i))
+		in.ports = append(in.ports, f(firstPortFD+i))
 	}
-	return f(hostNetnsFD), f(dnsUDPFD), f(dnsTCPFD), ports
+	return in
 }
 
 // inNetns runs fn on an OS thread switched into the network namespace ns,

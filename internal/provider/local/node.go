@@ -43,6 +43,7 @@ const (
 	nodeLibDir       = "node/lib"
 	nodeLogDir       = "node/log"
 	cniConfDir       = "node/cni"
+	nodeResolvConf   = "node/resolv.conf"
 	cniBinDir        = "/usr/lib/cni"
 )
 
@@ -172,7 +173,10 @@ func writeNodeConfig(dir string, node realNode, cgroup, podSubnet string) error 
 	if err != nil {
 		return err
 	}
-	files := map[string][]byte{"node/containerd.toml": buf.Bytes()}
+	files := map[string][]byte{
+		"node/containerd.toml": buf.Bytes(),
+		nodeResolvConf:         []byte("nameserver " + node.Network.HostIP.String() + "\n"),
+	}
 
 	cni, err := json.MarshalIndent(cniConfig(podSubnet), "", "  ")
 	if err != nil {
@@ -204,9 +208,9 @@ func writeNodeConfig(dir string, node realNode, cgroup, podSubnet string) error 
 		ContainerRuntimeEndpoint: "unix://" + containerdSocket,
 		ClusterDomain:            clusterDomain,
 		ClusterDNS:               []string{node.DNS.String()},
-		// Pods with dnsPolicy Default get no nameserver: the cluster has no
-		// route out of its namespace.
-		ResolverConfig: ptr.To(""),
+		// Pods with dnsPolicy Default (CoreDNS) resolve through the
+		// host's DNS forwarder.
+		ResolverConfig: ptr.To(f(nodeResolvConf)),
 		// Test clusters live on shared CI disks: evict only when the disk
 		// or memory is really full, and never collect images that were
 		// loaded by hand and cannot be pulled again.

@@ -43,7 +43,52 @@ func prepareNode(dir string, st clusterState) error {
 			return fmt.Errorf("set %s in the cluster's network namespace: %w", strings.ReplaceAll(k, "/", "."), err)
 		}
 	}
+	if err := coverResolvConf(filepath.Join(dir, nodeResolvConf)); err != nil {
+		return fmt.Errorf("point the node's resolver at the host's DNS forwarder: %w", err)
+	}
+	if err := routeInsideNetns(node.Network, node.LB); err != nil {
+		return err
+	}
+	return masqueradeNode(context.Background())
+}
+
+// masqueradeNode hides the cluster's pods behind the node's address on
+// their way out of the namespace: the host then knows only the veth's /30,
+// and every cluster may use the same pod subnet.
+func masqueradeNode(ctx context.Context) error {
+	cmd := exec.Command(ctx, "iptables-restore", "--noflush", "--wait")
+	cmd.Stdin = strings.NewReader("*nat\n-A POSTROUTING -o " + nodeInterface + " -m comment --comment \"ephemera: egress behind the node\" -j MASQUERADE\nCOMMIT\n")
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("masquerade the cluster's egress: %w", err)
+	}
 	return nil
+}
+
+// coverResolvConf makes the node's processes (containerd's pulls, the
+// kubelet) resolve through the file at path, which names the host's DNS
+// forwarder: it is bound over the host's /etc/resolv.conf in the cluster's
+// mount namespace, or written in place of its target when that is a link
+// into a path the node covers (systemd-resolved's /run/systemd/resolve).
+func coverResolvConf(path string) error {
+	target := hostResolvConf
+	if link, err := os.Readlink(hostResolvConf); err == nil {
+		if !filepath.IsAbs(link) {
+			link = filepath.Join(filepath.Dir(hostResolvConf), link)
+		}
+		target = filepath.Clean(link)
+	}
+	if _, err := os.Stat(target); err != nil {
+		// A dangling link now: its target was under a covered path.
+		data, rerr := os.ReadFile(path)
+		if rerr != nil {
+			return rerr
+		}
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, 0o644)
+	}
+	return unix.Mount(path, target, "", unix.MS_BIND, "")
 }
 
 // coverHostPaths mounts nodeMounts over the host paths, in this process's

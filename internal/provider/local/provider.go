@@ -228,9 +228,21 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 	if err != nil {
 		return nil, err
 	}
+	if realNodes == 0 && len(spec.Network.Ports) > 0 {
+		return nil, fmt.Errorf("%w: network.ports forward host ports to a real node's ingress address: this cluster has no real node", errInvalid)
+	}
 	if realNodes > 0 {
 		if p.hostNetworkErr != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalid, p.hostNetworkErr)
+		}
+		if p.lbNetworkErr != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalid, p.lbNetworkErr)
+		}
+		if p.lbNetwork.Overlaps(p.hostNetwork) {
+			return nil, fmt.Errorf("%w: the LoadBalancer network %s overlaps the host network %s: choose another with --lb-network or %s", errInvalid, p.lbNetwork, p.hostNetwork, LBNetworkEnv)
+		}
+		if _, err := decideNetwork(spec.Network, p.net); err != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalid, err)
 		}
 		if _, err := nthServiceIP(subnets["serviceSubnet"], 10); err != nil {
 			return nil, fmt.Errorf("%w: network.serviceSubnet %s has no 10th address for cluster DNS: use a /28 or larger", errInvalid, subnets["serviceSubnet"])
@@ -238,6 +250,9 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 		for field, cidr := range subnets {
 			if prefix, _ := netip.ParsePrefix(cidr); prefix.Overlaps(p.hostNetwork) {
 				return nil, fmt.Errorf("%w: network.%s %s overlaps the host network %s real nodes get their addresses from: choose another subnet, or set %s", errInvalid, field, cidr, p.hostNetwork, HostNetworkEnv)
+			}
+			if prefix, _ := netip.ParsePrefix(cidr); prefix.Overlaps(p.lbNetwork) {
+				return nil, fmt.Errorf("%w: network.%s %s overlaps the LoadBalancer network %s: choose another subnet, or another --lb-network (%s)", errInvalid, field, cidr, p.lbNetwork, LBNetworkEnv)
 			}
 		}
 		if err := checkRealNodeHost(inst); err != nil {
@@ -256,6 +271,18 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		return err
 	}
 	dir := p.clusterDir(name)
+	var settings netSettings
+	var portFiles []*os.File
+	if spec.Nodes.RealCount() > 0 {
+		if settings, err = decideNetwork(spec.Network, p.net); err != nil {
+			return fmt.Errorf("%w: %w", errInvalid, err)
+		}
+		// Host ports first: a busy one fails before anything exists.
+		if settings.HostPorts, portFiles, err = bindPorts(settings.HostPorts); err != nil {
+			return fmt.Errorf("create cluster %q: %w", name, err)
+		}
+		defer closeFiles(portFiles)
+	}
 	// The create lock tells others a create is under way; if this process
 	// dies, the kernel drops it and the cluster shows as broken.
 	lock, err := p.reserve(name, opts.Labels)
@@ -301,15 +328,25 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		if err != nil {
 			return fmt.Errorf("create cluster %q: %w", name, err)
 		}
+		lb, err := allocateLB(p.lbNetwork)
+		if err != nil {
+			return fmt.Errorf("create cluster %q: %w", name, err)
+		}
 		dns, err := nthServiceIP(spec.Network.ServiceSubnet, 10)
 		if err != nil {
 			return err
 		}
 		st.Node = &realNode{
-			Network: nn,
-			Keep:    []string{inst.Dir},
-			Images:  []string{inst.Image(kube.PauseImage), inst.Image(kube.CoreDNSImage)},
-			DNS:     dns,
+			Network:       nn,
+			Keep:          []string{inst.Dir},
+			Images:        []string{inst.Image(kube.PauseImage), inst.Image(kube.CoreDNSImage)},
+			DNS:           dns,
+			LB:            lb,
+			IngressDomain: ingressDomain(name, settings.LocalDomain, settings.DomainBase, ingressAddress(lb)),
+			LocalDomain:   settings.LocalDomain,
+			DNSUpstreams:  settings.DNSUpstreams,
+			HostPorts:     settings.HostPorts,
+			ReachClusters: settings.Reach,
 		}
 		st.Ports = netnsPorts
 		st.Endpoint = "https://" + net.JoinHostPort(nn.NodeIP.String(), strconv.Itoa(st.Ports.APIServer))
@@ -317,14 +354,36 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 	if err := p.planCluster(ctx, dir, inst, &st); err != nil {
 		return fmt.Errorf("plan cluster %q: %w", name, err)
 	}
-	pid, err := p.startSupervisor(ctx, dir, st.Node != nil)
+	if st.Node == nil {
+		_, err := p.startSupervisor(ctx, dir, nil)
+		return err
+	}
+	return p.startRealNode(ctx, dir, st, portFiles)
+}
+
+// startRealNode starts the supervisor of a real-node cluster in a new
+// network namespace with its host-side sockets, connects the namespace to
+// the host and sets up the host's side: the LoadBalancer route and the
+// firewall rules. The caller holds the host-wide network lock.
+func (p *Provider) startRealNode(ctx context.Context, dir string, st clusterState, portFiles []*os.File) error {
+	files, err := hostSideFiles(st.Node, portFiles)
 	if err != nil {
 		return err
 	}
-	if st.Node != nil {
-		return attachNodeNetwork(ctx, st.Node.Network, pid)
+	defer closeFiles(files[:firstPortFD-3])
+	pid, err := p.startSupervisor(ctx, dir, files)
+	if err != nil {
+		return err
 	}
-	return nil
+	if err := attachNodeNetwork(ctx, st.Node.Network, pid); err != nil {
+		return err
+	}
+	if st.Node.LB.IsValid() {
+		if err := addLBRoute(st.Node.Network, st.Node.LB); err != nil {
+			return err
+		}
+	}
+	return setupHostFirewall(ctx, firewallPlan{Name: st.Name, Network: st.Node.Network, ReachClusters: st.Node.ReachClusters})
 }
 
 // planCluster writes certificates, kubeconfigs and the final plan. A
@@ -456,8 +515,11 @@ func (p *Provider) removeStaleReservations() {
 // It returns the supervisor's pid.
 //
 // The supervisor of a real-node cluster starts in a new network namespace,
-// the cluster's, and a new mount namespace (see prepareNode).
-func (p *Provider) startSupervisor(ctx context.Context, dir string, realNode bool) (int, error) {
+// the cluster's, and a new mount namespace (see prepareNode), with files:
+// its host-side sockets (see hostSideFiles). Without files it runs in the
+// host's namespaces.
+func (p *Provider) startSupervisor(ctx context.Context, dir string, files []*os.File) (int, error) {
+	realNode := files != nil
 	if len(p.supervisor) == 0 {
 		return 0, errors.New("no supervisor command configured")
 	}
@@ -479,6 +541,7 @@ func (p *Provider) startSupervisor(ctx context.Context, dir string, realNode boo
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = attr
+	cmd.ExtraFiles = files
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start supervisor: %w", err)
 	}

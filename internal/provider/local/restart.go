@@ -86,12 +86,12 @@ func (p *Provider) Restart(ctx context.Context, name string) (err error) {
 		}
 	}()
 	if st.Node == nil {
-		if _, err := p.startSupervisor(ctx, dir, false); err != nil {
+		if _, err := p.startSupervisor(ctx, dir, nil); err != nil {
 			return fmt.Errorf("restart cluster %q: %w", name, err)
 		}
 		return nil
 	}
-	if err := p.restartRealNode(ctx, dir, st.Node.Network); err != nil {
+	if err := p.restartRealNode(ctx, dir, st); err != nil {
 		return fmt.Errorf("restart cluster %q: %w", name, err)
 	}
 	return nil
@@ -118,21 +118,28 @@ func makeDurable(dir string, st *clusterState) error {
 
 // restartRealNode starts the supervisor of a real-node cluster in a new
 // network namespace and connects it with the cluster's recorded network,
-// holding the host-wide network lock as Create does.
-func (p *Provider) restartRealNode(ctx context.Context, dir string, nn nodeNetwork) error {
+// LoadBalancer range and host ports, holding the host-wide network lock as
+// Create does.
+func (p *Provider) restartRealNode(ctx context.Context, dir string, st clusterState) error {
 	unlock, err := lockHostNetwork(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if err := checkSubnetFree(nn.Subnet); err != nil {
+	if err := checkSubnetFree(st.Node.Network.Subnet); err != nil {
 		return err
 	}
-	pid, err := p.startSupervisor(ctx, dir, true)
+	if st.Node.LB.IsValid() {
+		if err := checkLBFree(st.Node.LB); err != nil {
+			return err
+		}
+	}
+	_, portFiles, err := bindPorts(st.Node.HostPorts)
 	if err != nil {
 		return err
 	}
-	return attachNodeNetwork(ctx, nn, pid)
+	defer closeFiles(portFiles)
+	return p.startRealNode(ctx, dir, st, portFiles)
 }
 
 // stopCluster kills every process of the cluster in dir, pods included
@@ -158,8 +165,24 @@ func stopCluster(ctx context.Context, dir string) error {
 	if err := removeCgroup(ctx, names.Cgroup); err != nil {
 		return err
 	}
+	if mayHaveRealNode(dir) {
+		if err := teardownHostFirewall(ctx, names); err != nil {
+			return fmt.Errorf("remove the cluster's firewall rules: %w", err)
+		}
+	}
 	if err := teardownHostNetwork(ctx, names); err != nil {
 		return fmt.Errorf("remove the cluster's network: %w", err)
 	}
 	return nil
+}
+
+// mayHaveRealNode tells whether the cluster in dir may have host network
+// objects: its plan says it has a real node, or there is no readable plan
+// (a create that died early).
+func mayHaveRealNode(dir string) bool {
+	var st clusterState
+	if err := readJSON(filepath.Join(dir, clusterFile), &st); err != nil {
+		return true
+	}
+	return st.Node != nil
 }

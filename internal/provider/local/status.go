@@ -2,6 +2,7 @@ package local
 
 import (
 	"fmt"
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"path/filepath"
 	"strings"
 
@@ -45,6 +46,10 @@ func (p *Provider) observe(name, dir string) *provider.Cluster {
 		c.CreatedAt = st.CreatedAt
 		c.RealNodes = st.Spec.Nodes.RealCount()
 		c.SimulatedNodes = st.Spec.Nodes.SimulatedCount()
+		if n := st.Node; n != nil && n.LB.IsValid() {
+			c.Ingress = &v1alpha1.IngressStatus{Address: ingressAddress(n.LB).String(), Domain: n.IngressDomain}
+			c.Ports = MappingsToAPI(n.HostPorts)
+		}
 		var ss supervisorStatus
 		if readJSON(filepath.Join(dir, statusFile), &ss) == nil {
 			o.status = &ss

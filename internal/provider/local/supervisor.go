@@ -79,11 +79,20 @@ func Supervise(ctx context.Context, dir string) error {
 		return fail(err)
 	}
 	if st.Node != nil {
+		// Before anything is started, which would inherit them.
+		files := takeInheritedFiles(st.Node)
+		upstreams, err := dnsUpstreams(st.Node)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "dns: %v\n", err)
+		}
 		if err := waitNodeAddress(ctx, st.Node.Network.NodeIP); err != nil {
 			return fail(err)
 		}
 		if err := prepareNode(dir, st); err != nil {
 			return fail(fmt.Errorf("prepare the node: %w", err))
+		}
+		if err := s.startNetServices(ctx, files, upstreams); err != nil {
+			return fail(err)
 		}
 	}
 	go s.spawner()

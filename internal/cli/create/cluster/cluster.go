@@ -14,6 +14,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/lifecycle"
 	"github.com/ephemera-dev/ephemera/internal/provider/local"
+	"github.com/ephemera-dev/ephemera/internal/provider/local/portproxy"
 )
 
 type options struct {
@@ -23,6 +24,9 @@ type options struct {
 	kubernetesVersion string
 	wait              time.Duration
 	retain            bool
+	ports             []string
+	dnsUpstream       []string
+	domain            string
 }
 
 // NewCommand returns the create cluster command.
@@ -46,8 +50,18 @@ nodes of two kinds:
 With no node flags a cluster has one real node. A cluster with a real node
 lives in its own network namespace, joined to the host by a veth pair whose
 addresses come from --host-network; its API server listens there and the
-kubeconfig points there. Clusters cannot reach each other. Load your images
-with 'ephemera load image'.
+kubeconfig points there. Its pods and containerd reach whatever the host
+reaches (masqueraded behind the host), and resolve external names through a
+DNS forwarder on the host's side of the link (--dns-upstream overrides the
+host's resolvers). Clusters cannot reach each other. Load your images with
+'ephemera load image'.
+
+Services of type LoadBalancer get addresses from the cluster's range (a /28
+of --lb-network) within about a second, reachable from the host. The first,
+the ingress address, goes to the first LoadBalancer Service (or the one
+annotated ephemera.dev/ingress: "true"); its domain is ADDRESS.sslip.io, or
+NAME.DOMAIN with --domain. --port maps a host port onto it, as k3d's
+--port 8080:80@loadbalancer does. 'ephemera get clusters -o wide' shows both.
 
 The command returns once the API answers and, within --wait, every node is
 Ready and pods can be created. The cluster keeps running after the command
@@ -70,13 +84,20 @@ its spec. A cluster file looks like:
       simulated: 3                 # 0 to 1000, default 0
     network:                       # optional
       serviceSubnet: 10.96.0.0/16
-      podSubnet: 10.244.0.0/16`,
+      podSubnet: 10.244.0.0/16
+      dnsUpstream: [10.0.0.53]     # default: the host's resolvers
+      domain: ci.example           # *.demo.ci.example -> ingress address
+      ports:                       # like --port 8080:80
+      - {hostPort: 8080, port: 80}
+      - {address: 0.0.0.0, hostPort: 2222, port: 22, protocol: TCP}`,
 		Example: `  ephemera create cluster app                 # one real node
   ephemera create cluster api --simulated-nodes 3   # simulated nodes only, no root needed
   ephemera create cluster mix --real-nodes 1 --simulated-nodes 100
   ephemera create cluster old --kubernetes-version v1.35.4
   ephemera create cluster -f cluster.yaml
-  ephemera create cluster fast --wait 0   # return as soon as the API answers`,
+  ephemera create cluster fast --wait 0   # return as soon as the API answers
+  ephemera create cluster web --port 8080:80 --port 0.0.0.0:2222:22   # host ports onto the ingress address
+  ephemera create cluster pr-42 --domain ci.example   # *.pr-42.ci.example resolves to its ingress address`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
@@ -97,6 +118,11 @@ its spec. A cluster file looks like:
 	cmd.Flags().StringVar(&opts.kubernetesVersion, "kubernetes-version", "", fmt.Sprintf("Kubernetes release (default %s; see 'ephemera kube list')", kube.DefaultVersion))
 	cmd.Flags().DurationVar(&opts.wait, "wait", 60*time.Second, "how long to wait for nodes Ready and pods creatable after the API answers (0 returns at once)")
 	cmd.Flags().BoolVar(&opts.retain, "retain", false, "keep the cluster if creating it fails, for debugging")
+	cmd.Flags().StringArrayVar(&opts.ports, "port", nil, "forward a host port to a port of the cluster's ingress address: [ADDR:]HOSTPORT:PORT[/tcp|/udp] (repeatable; ADDR defaults to 127.0.0.1, HOSTPORT 0 picks a free one)")
+	cmd.Flags().StringSliceVar(&opts.dnsUpstream, "dns-upstream", nil, "resolvers the cluster's DNS forwards external names to, ADDR[:PORT] (repeatable; env "+local.DNSUpstreamEnv+"; default: the host's, from /etc/resolv.conf)")
+	cmd.Flags().StringVar(&opts.domain, "domain", "", "make *.NAME.DOMAIN resolve to the cluster's ingress address through ephemera's DNS forwarder (default ingress domain: ADDRESS.sslip.io)")
+	cmd.Flags().StringVar(&e.LBNetwork, "lb-network", "", "range real-node clusters take a /28 of LoadBalancer addresses from (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
+	cmd.Flags().StringVar(&e.IngressDomainBase, "ingress-domain-base", "", "wildcard-DNS service ingress domains are named under when there is no --domain (default "+local.DefaultIngressDomainBase+")")
 	return cmd
 }
 
@@ -126,6 +152,22 @@ func resolveSpec(cmd *cobra.Command, e *env.Env, opts *options, name string) (v1
 	}
 	if cmd.Flags().Changed("kubernetes-version") {
 		spec.KubernetesVersion = opts.kubernetesVersion
+	}
+	if len(opts.ports) > 0 {
+		spec.Network.Ports = nil
+		for _, p := range opts.ports {
+			m, err := portproxy.Parse(p)
+			if err != nil {
+				return spec, "", err
+			}
+			spec.Network.Ports = append(spec.Network.Ports, local.MappingsToAPI([]portproxy.Mapping{m})...)
+		}
+	}
+	if cmd.Flags().Changed("dns-upstream") {
+		spec.Network.DNSUpstream = opts.dnsUpstream
+	}
+	if cmd.Flags().Changed("domain") {
+		spec.Network.Domain = opts.domain
 	}
 	if opts.wait < 0 {
 		return spec, "", fmt.Errorf("--wait %s: must not be negative", opts.wait)
