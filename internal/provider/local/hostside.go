@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"syscall"
 
@@ -128,42 +127,4 @@ func takeInheritedFiles(node *realNode) inherited {
 		in.ports = append(in.ports, f(firstPortFD+i))
 	}
 	return in
-}
-
-// inNetns runs fn on an OS thread switched into the network namespace ns,
-// so that sockets fn creates belong to ns; the thread switches back after.
-// (A thread that cannot switch back stays locked and ends with fn's
-// goroutine.)
-func inNetns(ns *os.File, fn func() error) error {
-	runtime.LockOSThread()
-	own, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer own.Close()
-	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter the host's network namespace: %w", err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
-		return errors.Join(ferr, fmt.Errorf("return to the cluster's network namespace: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
-// dialIn returns a dial function whose connections are made in the network
-// namespace ns.
-func dialIn(ns *os.File) func(ctx context.Context, network, address string) (net.Conn, error) {
-	return func(ctx context.Context, network, address string) (net.Conn, error) {
-		var c net.Conn
-		err := inNetns(ns, func() error {
-			var err error
-			c, err = (&net.Dialer{}).DialContext(ctx, network, address)
-			return err
-		})
-		return c, err
-	}
 }

@@ -7,9 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/ephemera-dev/ephemera/internal/netns"
 	"github.com/ephemera-dev/ephemera/internal/provider/local/hostdns"
 	"github.com/ephemera-dev/ephemera/internal/provider/local/portproxy"
 )
@@ -52,7 +56,7 @@ func (s *supervisor) startNetServices(ctx context.Context, files inherited, upst
 	go func() {
 		cfg := hostdns.Config{
 			Upstreams: upstreams,
-			Dial:      dialIn(hostNS),
+			Dial:      netns.Dialer(vnetns.NsHandle(hostNS.Fd())),
 			Local:     localNames(filepath.Dir(s.dir)),
 			Logf:      logf,
 		}
@@ -63,6 +67,9 @@ func (s *supervisor) startNetServices(ctx context.Context, files inherited, upst
 		if err := hostdns.Serve(ctx, pc, l, cfg); err != nil {
 			logf("the DNS forwarder stopped: %v", err)
 		}
+		// Dial holds only its descriptor: keep the file from being
+		// collected, and closed, while the forwarder runs.
+		runtime.KeepAlive(hostNS)
 	}()
 	ingress := ingressAddress(node.LB)
 	for i, m := range node.HostPorts {
