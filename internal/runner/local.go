@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"io"
 	"os"
 	osexec "os/exec"
@@ -24,6 +25,9 @@ type Cluster struct {
 	KubernetesVersion string
 	// Kubeconfig is the path of an admin kubeconfig.
 	Kubeconfig string
+	// IngressAddress and IngressDomain are where the cluster's
+	// LoadBalancer Services are reached, when it has them.
+	IngressAddress, IngressDomain string
 }
 
 // Environment variables a test process gets.
@@ -33,6 +37,8 @@ const (
 	EnvEndpoint          = "EPHEMERA_CLUSTER_ENDPOINT"
 	EnvKubernetesVersion = "EPHEMERA_KUBERNETES_VERSION"
 	EnvArtifacts         = "EPHEMERA_ARTIFACTS"
+	EnvIngressAddress    = "EPHEMERA_INGRESS_ADDRESS"
+	EnvIngressDomain     = "EPHEMERA_INGRESS_DOMAIN"
 )
 
 // Env returns the variables that tell a test about its cluster and where
@@ -44,7 +50,17 @@ func (c Cluster) Env(artifacts string) []string {
 		EnvEndpoint + "=" + c.Endpoint,
 		EnvKubernetesVersion + "=" + c.KubernetesVersion,
 		EnvArtifacts + "=" + artifacts,
+		EnvIngressAddress + "=" + c.IngressAddress,
+		EnvIngressDomain + "=" + c.IngressDomain,
 	}
+}
+
+// IngressOf returns a cluster's ingress address and domain, or "".
+func IngressOf(in *v1alpha1.IngressStatus) (address, domain string) {
+	if in == nil {
+		return "", ""
+	}
+	return in.Address, in.Domain
 }
 
 // LocalRun is a test command run on this host.

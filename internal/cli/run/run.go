@@ -59,8 +59,9 @@ cluster of its own, and give the cluster back when it ends:
     --real-nodes and --simulated-nodes as for 'ephemera create cluster'.
 
 The command runs with KUBECONFIG set, and EPHEMERA_CLUSTER_NAME,
-EPHEMERA_CLUSTER_ENDPOINT, EPHEMERA_KUBERNETES_VERSION and EPHEMERA_ARTIFACTS
-(the --artifacts dir). Its output goes to the terminal and to
+EPHEMERA_CLUSTER_ENDPOINT, EPHEMERA_KUBERNETES_VERSION, EPHEMERA_ARTIFACTS
+(the --artifacts dir), EPHEMERA_INGRESS_ADDRESS and EPHEMERA_INGRESS_DOMAIN
+(where LoadBalancer Services are reached; empty without a real node). Its output goes to the terminal and to
 <artifacts>/test.log. JUnit XML files it writes under the artefact dir are read
 afterwards and summed up: tests, failures, errors, skipped, the failing tests.
 
@@ -214,7 +215,7 @@ func localCluster(ctx context.Context, e *env.Env, opts *options) (*acquired, er
 		return nil, err
 	}
 	return &acquired{
-		cluster: runner.Cluster{Name: name, Endpoint: c.Endpoint, KubernetesVersion: c.KubernetesVersion, Kubeconfig: c.KubeconfigPath},
+		cluster: clusterOf(name, c.Endpoint, c.KubernetesVersion, c.KubeconfigPath, c.Ingress),
 		release: func(ctx context.Context) error { return lifecycle.Delete(ctx, p, name) },
 		hold: func(context.Context) (string, error) {
 			return fmt.Sprintf(" • Kept cluster %s for debugging (no server, so no hold time): export KUBECONFIG=%s; delete it with: ephemera delete cluster %s", name, c.KubeconfigPath, name), nil
@@ -256,7 +257,7 @@ func leaseCluster(ctx context.Context, e *env.Env, opts *options) (*acquired, er
 		return nil, errors.Join(err, release(cleanup))
 	}
 	return &acquired{
-		cluster: runner.Cluster{Name: tc.Name, Endpoint: tc.Status.Endpoint, KubernetesVersion: tc.Status.KubernetesVersion, Kubeconfig: path},
+		cluster: clusterOf(tc.Name, tc.Status.Endpoint, tc.Status.KubernetesVersion, path, tc.Status.Ingress),
 		// A held cluster keeps its kubeconfig until 'ephemera delete
 		// testcluster' removes it.
 		release: func(ctx context.Context) error {
@@ -283,4 +284,11 @@ func leaseCluster(ctx context.Context, e *env.Env, opts *options) (*acquired, er
 				tc.Namespace, tc.Name, tc.Spec.HoldUntil.UTC().Format(time.RFC3339), path, tc.Name, tc.Namespace), nil
 		},
 	}, nil
+}
+
+// clusterOf is what the test command is told about its cluster.
+func clusterOf(name, endpoint, version, kubeconfig string, ingress *v1alpha1.IngressStatus) runner.Cluster {
+	c := runner.Cluster{Name: name, Endpoint: endpoint, KubernetesVersion: version, Kubeconfig: kubeconfig}
+	c.IngressAddress, c.IngressDomain = runner.IngressOf(ingress)
+	return c
 }

@@ -211,6 +211,8 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 	}
 	tc.Status.Endpoint = st.Cluster.Endpoint
 	tc.Status.KubernetesVersion = st.Cluster.KubernetesVersion
+	tc.Status.Ingress = st.Cluster.Ingress
+	tc.Status.Ports = st.Cluster.Ports
 	msg := fmt.Sprintf("cluster %q is ready; kubeconfig in Secret %q", name, tc.Status.KubeconfigSecret)
 	setCondition(tc, v1alpha1.ConditionBound, true, v1alpha1.ReasonReady, msg)
 	setCondition(tc, v1alpha1.ConditionReady, true, v1alpha1.ReasonReady, msg)

@@ -209,6 +209,7 @@ func (r *Reconciler) exposedAt(ctx context.Context, run *v1alpha1.TestRun) strin
 // buildJob is the runner: one pod, never retried, bounded by the timeout.
 func (r *Reconciler) buildJob(run *v1alpha1.TestRun, tc *v1alpha1.TestCluster, endpoint string) *batchv1.Job {
 	artifacts := run.Spec.ArtifactsDirOrDefault()
+	ingressAddress, ingressDomain := runner.IngressOf(tc.Status.Ingress)
 	env := append([]corev1.EnvVar{}, run.Spec.Runner.Env...)
 	for _, e := range []corev1.EnvVar{
 		{Name: runner.EnvKubeconfig, Value: kubeconfigDir + "/" + kubeconfigKey},
@@ -216,6 +217,8 @@ func (r *Reconciler) buildJob(run *v1alpha1.TestRun, tc *v1alpha1.TestCluster, e
 		{Name: runner.EnvEndpoint, Value: endpoint},
 		{Name: runner.EnvKubernetesVersion, Value: tc.Status.KubernetesVersion},
 		{Name: runner.EnvArtifacts, Value: artifacts},
+		{Name: runner.EnvIngressAddress, Value: ingressAddress},
+		{Name: runner.EnvIngressDomain, Value: ingressDomain},
 		{Name: EnvTestRun, Value: run.Name},
 	} {
 		// Later entries win in Kubernetes; drop the user's copy anyway

@@ -93,7 +93,10 @@ func TestBuildJob(t *testing.T) {
 			},
 		},
 	}
-	tc := &v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Name: "e2e"}, Spec: v1alpha1.TestClusterSpec{ClusterName: "e2e-abcde"}, Status: v1alpha1.TestClusterStatus{KubernetesVersion: "v1.36.3"}}
+	tc := &v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Name: "e2e"}, Spec: v1alpha1.TestClusterSpec{ClusterName: "e2e-abcde"}, Status: v1alpha1.TestClusterStatus{
+		KubernetesVersion: "v1.36.3",
+		Ingress:           &v1alpha1.IngressStatus{Address: "10.251.0.1", Domain: "10-251-0-1.sslip.io"},
+	}}
 
 	r := &Reconciler{HostNetwork: true, ArtifactsRoot: "/state/server/artifacts"}
 	job := r.buildJob(run, tc, "https://10.250.0.1:40000")
@@ -119,6 +122,8 @@ func TestBuildJob(t *testing.T) {
 		"EPHEMERA_CLUSTER_ENDPOINT":   "https://10.250.0.1:40000",
 		"EPHEMERA_KUBERNETES_VERSION": "v1.36.3",
 		"EPHEMERA_ARTIFACTS":          "/artifacts",
+		"EPHEMERA_INGRESS_ADDRESS":    "10.251.0.1",
+		"EPHEMERA_INGRESS_DOMAIN":     "10-251-0-1.sslip.io",
 		"EPHEMERA_TESTRUN":            "e2e",
 	}
 	if diff := cmp.Diff(want, env); diff != "" {
