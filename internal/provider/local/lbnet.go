@@ -162,6 +162,11 @@ func routeInsideNetns(nn nodeNetwork, lb netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("find %s: %w", nodeInterface, err)
 	}
+	// The creator brings it up too, maybe not yet: a route through a
+	// link that is down is refused.
+	if err := netlink.LinkSetUp(eth); err != nil {
+		return fmt.Errorf("bring %s up: %w", nodeInterface, err)
+	}
 	err = netlink.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: nn.HostIP.AsSlice()})
 	if err != nil {
 		return fmt.Errorf("add the default route through the host (%s): %w", nn.HostIP, err)

@@ -4,7 +4,10 @@ package clusters
 import (
 	"context"
 	"fmt"
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,7 +32,9 @@ func NewCommand(e *env.Env) *cobra.Command {
 		Long: `List clusters with their phase as observed now: Creating, Running, or Broken
 (an interrupted create, processes gone after a reboot, a component that failed
 three health checks in a row). A Running cluster with a component being
-restarted says so in its message (-o wide).
+restarted says so in its message (-o wide). -o wide also shows a real-node
+cluster's ingress address and domain, and its host port mappings
+(HOST:HOSTPORT->PORT/PROTOCOL).
 Broken clusters are listed, never hidden; 'ephemera delete cluster NAME'
 removes them.`,
 		Example: `  ephemera get clusters
@@ -77,7 +82,7 @@ func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
 	}
 	header := []string{"NAME", "PROVIDER", "PHASE", "VERSION", "REAL", "SIMULATED", "AGE"}
 	if opts.output == printer.Wide {
-		header = append(header, "ENDPOINT", "MESSAGE")
+		header = append(header, "ENDPOINT", "INGRESS", "DOMAIN", "PORTS", "MESSAGE")
 	}
 	rows := make([][]string, 0, len(all))
 	var notes []string
@@ -88,7 +93,11 @@ func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
 		}
 		row := []string{c.Name, c.Provider, string(c.Phase), orDash(c.KubernetesVersion), strconv.Itoa(int(c.RealNodes)), strconv.Itoa(int(c.SimulatedNodes)), age}
 		if opts.output == printer.Wide {
-			row = append(row, orDash(c.Endpoint), orDash(c.Message))
+			address, domain := "", ""
+			if c.Ingress != nil {
+				address, domain = c.Ingress.Address, c.Ingress.Domain
+			}
+			row = append(row, orDash(c.Endpoint), orDash(address), orDash(domain), orDash(portsOf(c.Ports)), orDash(c.Message))
 		}
 		rows = append(rows, row)
 		if c.Phase == provider.PhaseBroken && opts.output != printer.Wide {
@@ -109,4 +118,13 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// portsOf shows port mappings as 127.0.0.1:8080->80/tcp, comma-separated.
+func portsOf(ps []v1alpha1.PortMapping) string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, fmt.Sprintf("%s->%d/%s", net.JoinHostPort(p.Address, strconv.Itoa(int(p.HostPort))), p.Port, strings.ToLower(p.Protocol)))
+	}
+	return strings.Join(out, ",")
 }
