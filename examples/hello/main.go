@@ -3,7 +3,7 @@
 // `ephemera build image` packs into an image.
 //
 //	hello serve [ADDR]   serve "hello from HOSTNAME" on ADDR (default :8080)
-//	hello get URL [FOR]  print the body of URL, retrying for up to FOR (30s)
+//	hello get URL [FOR]  print the body of URL, retrying for up to FOR (30s; 0: one try)
 //	hello sleep          wait until killed (a pod to exec into)
 package main
 
@@ -74,7 +74,11 @@ func serve(addr string) error {
 }
 
 func get(url string, wait time.Duration) error {
-	client := &http.Client{Timeout: min(3*time.Second, wait)}
+	timeout := 3 * time.Second
+	if wait > 0 {
+		timeout = min(timeout, wait)
+	}
+	client := &http.Client{Timeout: timeout}
 	deadline := time.Now().Add(wait)
 	for {
 		resp, err := client.Get(url)

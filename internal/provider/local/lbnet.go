@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/ephemera-dev/ephemera/internal/provider/local/loadbalancer"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,9 +35,7 @@ func ParseLBNetwork(s string) (netip.Prefix, error) {
 }
 
 // ingressAddress is the first address of a cluster's LoadBalancer range.
-func ingressAddress(lb netip.Prefix) netip.Addr {
-	return lb.Masked().Addr().Next()
-}
+func ingressAddress(lb netip.Prefix) netip.Addr { return loadbalancer.IngressAddr(lb) }
 
 // hostRoute is a route of the host, as allocation sees it.
 type hostRoute struct {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ephemera-dev/ephemera/internal/netns"
 	"github.com/ephemera-dev/ephemera/internal/provider/local/hostdns"
+	"github.com/ephemera-dev/ephemera/internal/provider/local/loadbalancer"
 	"github.com/ephemera-dev/ephemera/internal/provider/local/portproxy"
 )
 
@@ -72,6 +73,16 @@ func (s *supervisor) startNetServices(ctx context.Context, files inherited, upst
 		runtime.KeepAlive(hostNS)
 	}()
 	ingress := ingressAddress(node.LB)
+	if node.LB.IsValid() {
+		go func() {
+			cfg := loadbalancer.Config{Range: node.LB, Logf: func(format string, args ...any) {
+				fmt.Fprintf(os.Stderr, "loadbalancer: "+format+"\n", args...)
+			}}
+			if err := loadbalancer.Run(ctx, s.client, cfg); err != nil {
+				fmt.Fprintf(os.Stderr, "loadbalancer: stopped: %v\n", err)
+			}
+		}()
+	}
 	for i, m := range node.HostPorts {
 		go func() {
 			if err := (&portproxy.Proxy{}).Serve(ctx, m, ports[i], ingress); err != nil {
