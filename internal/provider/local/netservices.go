@@ -78,7 +78,7 @@ func (s *supervisor) startNetServices(ctx context.Context, files inherited, upst
 			cfg := loadbalancer.Config{Range: node.LB, Logf: func(format string, args ...any) {
 				fmt.Fprintf(os.Stderr, "loadbalancer: "+format+"\n", args...)
 			}}
-			if err := loadbalancer.Run(ctx, s.client, cfg); err != nil {
+			if err := loadbalancer.Run(ctx, s.watchClient, cfg); err != nil {
 				fmt.Fprintf(os.Stderr, "loadbalancer: stopped: %v\n", err)
 			}
 		}()

@@ -202,7 +202,9 @@ type supervisor struct {
 	state  clusterState
 	spawn  chan spawnRequest
 	client kubernetes.Interface
-	http   *http.Client
+	// watchClient has no request timeout, for watches.
+	watchClient kubernetes.Interface
+	http        *http.Client
 
 	// imagesImported reports the import of a real node's images;
 	// imported is set once one succeeded. Only startup uses them.
@@ -244,6 +246,11 @@ func (s *supervisor) setupClients() error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(s.dir, kubeconfigFile))
 	if err != nil {
 		return fmt.Errorf("load admin kubeconfig: %w", err)
+	}
+	// Watches (the LoadBalancer controller's) last longer than any
+	// request timeout.
+	if s.watchClient, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
 	}
 	cfg.Timeout = 5 * time.Second
 	// Registering up to a thousand nodes must not wait on client-side
