@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"io/fs"
 	"maps"
 	"net"
@@ -39,8 +41,8 @@ var hostPaths = []string{
 
 // snapshotHost lists, in the host's namespaces: the processes of cluster
 // programs, the network and mount namespaces processes use, network
-// interfaces, mounts, top-level cgroups of every hierarchy, iptables rules
-// and the entries of hostPaths.
+// interfaces, routes, mounts, top-level cgroups of every hierarchy, iptables
+// rules and the entries of hostPaths.
 func snapshotHost() hostState {
 	s := hostState{}
 	add := func(kind, item string) {
@@ -97,6 +99,10 @@ func snapshotHost() hostState {
 			}
 			add("iptables", save+": "+line)
 		}
+	}
+	routes, _ := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	for _, r := range routes {
+		add("routes", r.String())
 	}
 	for _, p := range hostPaths {
 		names, _ := os.ReadDir(p)

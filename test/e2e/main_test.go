@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ephemera-dev/ephemera/internal/provider/local"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -75,6 +76,12 @@ func testMain(m *testing.M) int {
 	}
 	stop := startReaper()
 	defer stop()
+	// Clusters forward external names to the host's resolvers unless
+	// told otherwise: tests talk only to loopback and their own test
+	// hosts, so the default upstream is a loopback port nothing serves.
+	if os.Getenv(local.DNSUpstreamEnv) == "" {
+		os.Setenv(local.DNSUpstreamEnv, "127.0.0.1:9")
+	}
 
 	var err error
 	if scratchDir, err = os.MkdirTemp("", "ephemera-e2e-"); err != nil {
