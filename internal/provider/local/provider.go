@@ -56,7 +56,9 @@ type Provider struct {
 	// every create of a real-node cluster.
 	hostNetworkErr error
 	durable        bool
-	now            func() time.Time
+	// opts are the options New was given, StateDir made absolute.
+	opts Options
+	now  func() time.Time
 	// leafValidity is how long new leaf certificates are valid; zero
 	// means pki's default, a year. Tests shorten it.
 	leafValidity time.Duration
@@ -96,9 +98,19 @@ func New(opts Options) *Provider {
 	if hostNetwork == "" {
 		hostNetwork = cmp.Or(os.Getenv(HostNetworkEnv), DefaultHostNetwork)
 	}
-	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, durable: opts.Durable, now: time.Now}
+	opts.StateDir = stateDir
+	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, durable: opts.Durable, opts: opts, now: time.Now}
 	p.hostNetwork, p.hostNetworkErr = ParseHostNetwork(hostNetwork)
 	return p
+}
+
+// Options returns the options p was made with, StateDir made absolute. A
+// provider made from them with another StateDir runs its clusters as p
+// does: same Kubernetes cache, supervisor and host network.
+func (p *Provider) Options() Options {
+	o := p.opts
+	o.Supervisor = slices.Clone(o.Supervisor)
+	return o
 }
 
 // DefaultStateDir returns $EPHEMERA_STATE_DIR, else $XDG_STATE_HOME/ephemera,
