@@ -149,3 +149,14 @@ type Labeler interface {
 	// removed it meanwhile.
 	SetLabels(ctx context.Context, name string, labels map[string]string) error
 }
+
+// Restarter is the optional ability to start a cluster whose processes are
+// gone (stopped, killed with their supervisor, or the host restarted) again
+// on its own data.
+type Restarter interface {
+	// Restart starts the cluster again on its data: the same certificates,
+	// endpoint and etcd, so kubeconfigs handed out before keep working. It
+	// returns at once when the cluster runs already, and ErrNotFound when
+	// there is no such cluster. Callers observe the cluster with Get.
+	Restart(ctx context.Context, name string) error
+}

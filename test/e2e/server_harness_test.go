@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
-	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	ephemeraserver "github.com/ephemera-dev/ephemera/internal/server"
 )
 
@@ -103,7 +102,7 @@ func (s *server) waitReady() {
 	}
 	kubeconfig := s.kubeconfig
 	if kubeconfig == "" {
-		kubeconfig = env.DefaultServerKubeconfig(s.h.stateDir)
+		kubeconfig = ephemeraserver.NewLayout(s.h.stateDir).Kubeconfig()
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -181,7 +180,7 @@ func (s *server) cleanup() {
 			t.Errorf("stop serve: %v\n%s", err, tail(s.log(), 4000))
 		}
 	}
-	if procs := processesUnder(filepath.Join(s.h.stateDir, "server")); len(procs) > 0 {
+	if procs := processesUnder(ephemeraserver.NewLayout(s.h.stateDir).Dir()); len(procs) > 0 {
 		t.Errorf("the management plane still runs after serve stopped:\n%s", strings.Join(procs, "\n"))
 	}
 	if t.Failed() {

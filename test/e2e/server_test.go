@@ -25,6 +25,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 	"github.com/ephemera-dev/ephemera/internal/provider/local"
+	ephemeraserver "github.com/ephemera-dev/ephemera/internal/server"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -291,7 +292,7 @@ func TestServer(t *testing.T) {
 		art := t.TempDir()
 		runKubeconfigs := func() []string {
 			t.Helper()
-			files, err := filepath.Glob(filepath.Join(h.stateDir, "kubeconfigs", "default", "ci-run-*"))
+			files, err := filepath.Glob(ephemeraserver.NewLayout(h.stateDir).LeaseKubeconfig("default", "ci-run-*"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/term"
 	"k8s.io/client-go/tools/clientcmd"
@@ -15,6 +14,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/progress"
 	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/server"
 )
 
 // Env is handed to every command constructor. Flags of the root command fill
@@ -84,14 +84,12 @@ func (e *Env) ServerKubeconfigPath() string {
 	if p := os.Getenv(ServerKubeconfigEnv); p != "" {
 		return p
 	}
-	return DefaultServerKubeconfig(e.StateDir)
+	return e.ServerLayout().Kubeconfig()
 }
 
-// DefaultServerKubeconfig is where `ephemera serve` writes the embedded
-// management plane's kubeconfig.
-func DefaultServerKubeconfig(stateDir string) string {
-	return filepath.Join(stateDir, "server", "kubeconfig")
-}
+// ServerLayout returns where the state dir keeps the server's files and
+// the TestCluster kubeconfigs the CLI writes.
+func (e *Env) ServerLayout() server.Layout { return server.NewLayout(e.StateDir) }
 
 // ServerClient returns a client of the management plane that `ephemera
 // serve` runs or manages. It knows the ephemera.dev kinds and Secrets,

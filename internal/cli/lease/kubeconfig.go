@@ -6,19 +6,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/ephemera-dev/ephemera/internal/server"
 )
 
-// KubeconfigPath is where the CLI writes a TestCluster's kubeconfig unless
-// told otherwise: <state-dir>/kubeconfigs/<namespace>/<name>.
-func KubeconfigPath(stateDir, namespace, name string) string {
-	return filepath.Join(stateDir, "kubeconfigs", namespace, name)
-}
-
 // RemoveKubeconfig removes the kubeconfig the CLI wrote for a TestCluster
-// at KubeconfigPath, and its namespace's dir once empty. It says whether
-// there was one; a missing file is no error.
-func RemoveKubeconfig(stateDir, namespace, name string) (bool, error) {
-	path := KubeconfigPath(stateDir, namespace, name)
+// at the layout's LeaseKubeconfig, and its namespace's dir once empty. It
+// says whether there was one; a missing file is no error.
+func RemoveKubeconfig(l server.Layout, namespace, name string) (bool, error) {
+	path := l.LeaseKubeconfig(namespace, name)
 	err := os.Remove(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

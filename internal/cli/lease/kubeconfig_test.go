@@ -4,11 +4,13 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ephemera-dev/ephemera/internal/server"
 )
 
 func TestWriteKubeconfig(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "kubeconfigs", "default", "ci-abcde")
+	path := server.NewLayout(dir).LeaseKubeconfig("default", "ci-abcde")
 	for _, content := range []string{"first", "second"} { // the second overwrites
 		got, err := WriteKubeconfig(path, []byte(content))
 		if err != nil {
@@ -34,16 +36,14 @@ func TestWriteKubeconfig(t *testing.T) {
 
 func TestRemoveKubeconfig(t *testing.T) {
 	dir := t.TempDir()
-	a, b := KubeconfigPath(dir, "team-a", "a"), KubeconfigPath(dir, "team-a", "b")
-	if want := filepath.Join(dir, "kubeconfigs", "team-a", "a"); a != want {
-		t.Fatalf("KubeconfigPath = %q, want %q", a, want)
-	}
+	l := server.NewLayout(dir)
+	a, b := l.LeaseKubeconfig("team-a", "a"), l.LeaseKubeconfig("team-a", "b")
 	for _, path := range []string{a, b} {
 		if _, err := WriteKubeconfig(path, []byte("kc")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if removed, err := RemoveKubeconfig(dir, "team-a", "a"); !removed || err != nil {
+	if removed, err := RemoveKubeconfig(l, "team-a", "a"); !removed || err != nil {
 		t.Fatalf("RemoveKubeconfig(a) = %v, %v; want true, nil", removed, err)
 	}
 	if _, err := os.Stat(a); !os.IsNotExist(err) {
@@ -52,16 +52,16 @@ func TestRemoveKubeconfig(t *testing.T) {
 	if _, err := os.Stat(b); err != nil {
 		t.Errorf("kubeconfig b of another TestCluster was removed: %v", err)
 	}
-	if removed, err := RemoveKubeconfig(dir, "team-a", "a"); removed || err != nil {
+	if removed, err := RemoveKubeconfig(l, "team-a", "a"); removed || err != nil {
 		t.Errorf("RemoveKubeconfig(a) again = %v, %v; want false, nil", removed, err)
 	}
-	if removed, err := RemoveKubeconfig(dir, "team-a", "b"); !removed || err != nil {
+	if removed, err := RemoveKubeconfig(l, "team-a", "b"); !removed || err != nil {
 		t.Fatalf("RemoveKubeconfig(b) = %v, %v; want true, nil", removed, err)
 	}
 	if _, err := os.Stat(filepath.Dir(b)); !os.IsNotExist(err) {
 		t.Errorf("empty namespace dir still there: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "kubeconfigs")); err != nil {
+	if _, err := os.Stat(l.LeaseKubeconfigs()); err != nil {
 		t.Errorf("kubeconfigs dir removed: %v", err)
 	}
 }

@@ -250,7 +250,7 @@ func leaseCluster(ctx context.Context, e *env.Env, opts *options) (*acquired, er
 		defer cancel()
 		return nil, errors.Join(err, release(cleanup))
 	}
-	path, err := lease.WriteKubeconfig(lease.KubeconfigPath(e.StateDir, tc.Namespace, tc.Name), kubeconfig)
+	path, err := lease.WriteKubeconfig(e.ServerLayout().LeaseKubeconfig(tc.Namespace, tc.Name), kubeconfig)
 	if err != nil {
 		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
@@ -264,7 +264,7 @@ func leaseCluster(ctx context.Context, e *env.Env, opts *options) (*acquired, er
 			if err := release(ctx); err != nil {
 				return err
 			}
-			_, err := lease.RemoveKubeconfig(e.StateDir, tc.Namespace, tc.Name)
+			_, err := lease.RemoveKubeconfig(e.ServerLayout(), tc.Namespace, tc.Name)
 			return err
 		},
 		hold: func(ctx context.Context) (string, error) {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
-	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
 	"github.com/ephemera-dev/ephemera/internal/controller/testcluster"
 	"github.com/ephemera-dev/ephemera/internal/flock"
 	"github.com/ephemera-dev/ephemera/internal/provider/local"
@@ -151,15 +149,17 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 	}
 	log := newLogger(e.ErrOut)
 	klog.SetLogger(log)
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	supervisor := []string{self, supervise.CommandName}
 	rep := e.Progress()
+	layout := e.ServerLayout()
+	// The clusters handed out are the local provider's, under the state
+	// dir, where 'ephemera get clusters' lists them.
+	clusters, err := e.Providers().Get(local.Name)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 
 	srvOpts := server.Options{
-		Provider: local.New(local.Options{StateDir: e.StateDir, Cache: e.Cache(), Supervisor: supervisor, HostNetwork: e.HostNetwork}),
+		Provider: clusters,
 		Instance: opts.instance, MetricsAddr: opts.metricsAddr, HealthAddr: opts.healthAddr,
 		LeaderElection: opts.leaderElect, LeaderElectionNamespace: opts.leaderNamespace,
 		MaxClusters: opts.maxClusters, MaxPerNamespace: opts.maxPerNamespace,
@@ -172,18 +172,16 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		srvOpts.ExternalURL = server.MetricsURL(opts.metricsAddr)
 	}
 	// One server per state dir, in every mode: its clusters live there.
-	dir := filepath.Join(e.StateDir, "server")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(layout.Dir(), 0o700); err != nil {
 		return err
 	}
-	lockPath := filepath.Join(dir, "serve.lock")
-	lock, err := flock.TryLock(lockPath)
+	lock, err := flock.TryLock(layout.Lock())
 	switch {
 	case errors.Is(err, flock.ErrLocked) && opts.kubeconfig != "":
 		// A standby replica on the same host: it takes over when the one
 		// holding the lock dies.
 		rep.Start(fmt.Sprintf("Waiting for the state dir %s: another 'ephemera serve' holds it", e.StateDir))
-		lock, err = flock.Acquire(ctx, lockPath)
+		lock, err = flock.Acquire(ctx, layout.Lock())
 		rep.End(err == nil)
 		if err != nil {
 			return fmt.Errorf("wait for the state dir %s: %w", e.StateDir, err)
@@ -201,11 +199,11 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		return server.Run(ctx, srvOpts)
 	}
 
-	mp := &server.ManagementPlane{
-		Provider:       local.New(local.Options{StateDir: dir, Cache: e.Cache(), Supervisor: supervisor, HostNetwork: e.HostNetwork, Durable: true}),
-		KubeconfigPath: env.DefaultServerKubeconfig(e.StateDir),
-		RunnerNode:     opts.runnerNode,
+	mp, err := layout.ManagementPlane(e.Providers())
+	if err != nil {
+		return err
 	}
+	mp.RunnerNode = opts.runnerNode
 	kubeconfig, err := mp.Ensure(ctx, rep)
 	if err != nil {
 		return err
@@ -227,9 +225,9 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		// TestRun pods run on the management plane's node and keep their
 		// artefacts in a dir of the server it shares.
 		srvOpts.Gateway = &server.Gateway{Addr: addr, Log: log.WithName("gateway")}
-		srvOpts.ArtifactsRoot = filepath.Join(dir, "artifacts")
+		srvOpts.ArtifactsRoot = layout.Artifacts()
 	default:
-		log.Info("The management plane has no node: TestRuns will wait for one. Give it one by deleting " + dir + " (this loses the server's objects) and starting serve again")
+		log.Info("The management plane has no node: TestRuns will wait for one. Give it one by deleting " + layout.Dir() + " (this loses the server's objects) and starting serve again")
 	}
 	fmt.Fprintf(e.ErrOut, "Management plane ready. Use it with:\n  kubectl --kubeconfig %s get testclusters,clusterpools,clustertemplates\n", mp.KubeconfigPath)
 	if srvOpts.Config, err = server.ConfigFromKubeconfig("", kubeconfig); err != nil {

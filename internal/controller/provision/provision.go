@@ -212,7 +212,7 @@ func (r *Provisioner) Claim(ctx context.Context, name string, tc *v1alpha1.TestC
 		labels = map[string]string{}
 	}
 	labels[LabelTestCluster], labels[LabelTestClusterUID] = tc.Name, string(tc.UID)
-	if l, ok := r.p.(labeler); ok {
+	if l, ok := r.p.(provider.Labeler); ok {
 		if err := l.SetLabels(ctx, name, labels); err != nil {
 			return fmt.Errorf("claim cluster %q: record the claim: %w", name, err)
 		}
@@ -224,17 +224,6 @@ func (r *Provisioner) Claim(ctx context.Context, name string, tc *v1alpha1.TestC
 	}
 	j.status.Labels = labels
 	return nil
-}
-
-// labeler is the provider ability Claim records claims with.
-type labeler interface {
-	SetLabels(ctx context.Context, name string, labels map[string]string) error
-}
-
-// restarter is the provider ability to start a cluster whose processes are
-// gone again on its data.
-type restarter interface {
-	Restart(ctx context.Context, name string) error
 }
 
 // Delete stops a create under way and deletes the cluster. Deleting an
@@ -484,7 +473,7 @@ func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemp
 	switch {
 	case adopted:
 		log.Info("Adopting cluster", "phase", existing.Phase)
-		if rs, ok := r.p.(restarter); ok && existing.Phase == provider.PhaseBroken {
+		if rs, ok := r.p.(provider.Restarter); ok && existing.Phase == provider.PhaseBroken {
 			// Its processes are gone (a host restart, or they were killed
 			// with the server): start it again on its own data, with the
 			// certificates its kubeconfig Secret holds.

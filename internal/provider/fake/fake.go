@@ -16,7 +16,11 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
-var _ provider.Provider = (*Provider)(nil)
+var (
+	_ provider.Provider  = (*Provider)(nil)
+	_ provider.Labeler   = (*Provider)(nil)
+	_ provider.Restarter = (*Provider)(nil)
+)
 
 // Provider is a fake provider. Its clusters are Running once created.
 type Provider struct {
@@ -107,7 +111,8 @@ func (f *Provider) Delete(_ context.Context, name string) error {
 	return nil
 }
 
-// SetLabels records labels, like the local provider.
+// SetLabels implements provider.Labeler: it records labels, like the local
+// provider.
 func (f *Provider) SetLabels(_ context.Context, name string, labels map[string]string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -119,14 +124,17 @@ func (f *Provider) SetLabels(_ context.Context, name string, labels map[string]s
 	return nil
 }
 
-// Restart records the restart and makes the cluster Running.
+// Restart implements provider.Restarter: it records the restart and makes
+// the cluster Running.
 func (f *Provider) Restart(_ context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.restarted = append(f.restarted, name)
-	if c, ok := f.clusters[name]; ok {
-		c.Phase = provider.PhaseRunning
+	c, ok := f.clusters[name]
+	if !ok {
+		return fmt.Errorf("%w: %q", provider.ErrNotFound, name)
 	}
+	f.restarted = append(f.restarted, name)
+	c.Phase = provider.PhaseRunning
 	return nil
 }
 

@@ -61,7 +61,9 @@ type Provider struct {
 	lbNetwork    netip.Prefix
 	lbNetworkErr error
 	net          NetworkOptions
-	now          func() time.Time
+	// opts are the options New was given, StateDir made absolute.
+	opts Options
+	now  func() time.Time
 	// leafValidity is how long new leaf certificates are valid; zero
 	// means pki's default, a year. Tests shorten it.
 	leafValidity time.Duration
@@ -134,7 +136,8 @@ func New(opts Options) *Provider {
 	if hostNetwork == "" {
 		hostNetwork = cmp.Or(os.Getenv(HostNetworkEnv), DefaultHostNetwork)
 	}
-	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, durable: opts.Durable, now: time.Now}
+	opts.StateDir = stateDir
+	p := &Provider{stateDir: stateDir, cache: opts.Cache, supervisor: opts.Supervisor, durable: opts.Durable, opts: opts, now: time.Now}
 	p.hostNetwork, p.hostNetworkErr = ParseHostNetwork(hostNetwork)
 	p.lbNetwork, p.lbNetworkErr = ParseLBNetwork(cmp.Or(opts.LBNetwork, os.Getenv(LBNetworkEnv), DefaultLBNetwork))
 	p.net = opts.Network
@@ -145,6 +148,15 @@ func New(opts Options) *Provider {
 	}
 	p.net.IngressDomainBase = cmp.Or(p.net.IngressDomainBase, DefaultIngressDomainBase)
 	return p
+}
+
+// Options returns the options p was made with, StateDir made absolute. A
+// provider made from them with another StateDir runs its clusters as p
+// does: same Kubernetes cache, supervisor and host network.
+func (p *Provider) Options() Options {
+	o := p.opts
+	o.Supervisor = slices.Clone(o.Supervisor)
+	return o
 }
 
 // DefaultStateDir returns $EPHEMERA_STATE_DIR, else $XDG_STATE_HOME/ephemera,

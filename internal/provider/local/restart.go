@@ -14,6 +14,8 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
+var _ provider.Restarter = (*Provider)(nil)
+
 // Stop kills every process of a cluster, a real node's pods included, and
 // removes what they held on the host (the cluster's cgroups and the host
 // end of its veth), but keeps its files, etcd's data and a real node's
@@ -30,9 +32,10 @@ func (p *Provider) Stop(ctx context.Context, name string) error {
 	return nil
 }
 
-// Restart starts a stopped cluster again on its own data: same
-// certificates, ports and etcd, and for a real node the same node address
-// (it is in the certificates), containerd root and kubelet dir. It is for a
+// Restart implements provider.Restarter: it starts a stopped cluster again
+// on its own data (same certificates, ports and etcd, and for a real node
+// the same node address, which is in the certificates, containerd root and
+// kubelet dir). It is for a
 // cluster that shows as Broken because its processes are gone (Stop, a
 // killed supervisor, a host restart); it returns at once when the cluster
 // is supervised already. Whatever of the old run is left (components, a

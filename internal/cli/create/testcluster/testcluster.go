@@ -238,7 +238,7 @@ func run(ctx context.Context, e *env.Env, opts *options, tc *v1alpha1.TestCluste
 	}
 	path := opts.kubeconfigOut
 	if path == "" {
-		path = lease.KubeconfigPath(e.StateDir, tc.Namespace, tc.Name)
+		path = e.ServerLayout().LeaseKubeconfig(tc.Namespace, tc.Name)
 	}
 	if path, err = lease.WriteKubeconfig(path, kubeconfig); err != nil {
 		return err

@@ -89,7 +89,7 @@ func run(ctx context.Context, e *env.Env, opts *options, names []string) error {
 		err := c.Delete(ctx, tc)
 		if err == nil || apierrors.IsNotFound(err) {
 			// The lease ended (or had ended): its kubeconfig is of no use.
-			if _, rerr := lease.RemoveKubeconfig(e.StateDir, tc.Namespace, tc.Name); rerr != nil {
+			if _, rerr := lease.RemoveKubeconfig(e.ServerLayout(), tc.Namespace, tc.Name); rerr != nil {
 				errs = append(errs, rerr)
 			}
 		}

@@ -12,10 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
-	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
 	"github.com/ephemera-dev/ephemera/internal/image"
 	"github.com/ephemera-dev/ephemera/internal/provider"
-	"github.com/ephemera-dev/ephemera/internal/provider/local"
 	"github.com/ephemera-dev/ephemera/internal/server"
 )
 
@@ -211,14 +209,14 @@ func findManagementPlane(ctx context.Context, e *env.Env, d deps) (target, error
 }
 
 // managementPlane returns the provider that keeps the embedded server's
-// management plane, built as 'ephemera serve' builds it: the local provider
-// with the server's dir under the state dir as its own.
+// management plane, built as 'ephemera serve' builds it (by the server's
+// Layout).
 func managementPlane(e *env.Env) (provider.Provider, error) {
-	self, err := os.Executable()
+	p, err := e.ServerLayout().ManagementPlaneProvider(e.Providers())
 	if err != nil {
 		return nil, err
 	}
-	return local.New(local.Options{StateDir: filepath.Join(e.StateDir, "server"), Cache: e.Cache(), Supervisor: []string{self, supervise.CommandName}, HostNetwork: e.HostNetwork}), nil
+	return p, nil
 }
 
 // findProvider returns the provider that has the cluster.

@@ -17,6 +17,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/image"
 	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/provider/local"
 )
 
 // fakeProvider is a fake provider that only knows which clusters exist; it
@@ -367,12 +368,14 @@ func TestLoadImageServer(t *testing.T) {
 		})
 	}
 
-	// The real construction: the local provider under <state dir>/server,
-	// where no serve ever ran.
+	// The real construction: the registry's local provider, moved by the
+	// server's layout under <state dir>/server, where no serve ever ran.
 	t.Run("real state dir without a server", func(t *testing.T) {
 		var out, errOut bytes.Buffer
 		state := t.TempDir()
-		e := &env.Env{Out: &out, ErrOut: &errOut, StateDir: state}
+		e := &env.Env{Out: &out, ErrOut: &errOut, StateDir: state, NewProviders: func(e *env.Env) *provider.Registry {
+			return provider.NewRegistry(local.New(local.Options{StateDir: e.StateDir}))
+		}}
 		cmd := NewCommand(e)
 		cmd.SetArgs([]string{good, "--server"})
 		cmd.SetOut(&errOut)
