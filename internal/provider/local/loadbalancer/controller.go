@@ -48,10 +48,14 @@ const (
 // an address (Normal, ReasonAssigned) and when it starts waiting (Warning,
 // ReasonPending, "no free address in 10.251.0.0/28"). Its first decisions
 // use the status Services have, so a restarted controller keeps the
-// addresses given out. Failed status updates are retried with backoff.
-// Run returns nil when ctx ends, and an error only for an invalid cfg: a
-// Range that is not a masked prefix with an address between its first and
-// last, or an Ingress outside the pool. Run one per cluster.
+// addresses given out. It never shows one address on two Services: a
+// Service losing an address is written before the one taking it. Failed
+// status updates are retried with backoff. Run one per cluster; client
+// needs to get, list and watch Services, update services/status and create
+// Events, and is best without a Timeout (watches outlive it; with one they
+// are restarted). Run returns nil when ctx ends, and an error only for an
+// invalid cfg: a Range that is not a masked prefix with an address between
+// its first and last, or an Ingress outside the pool.
 func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	p, err := cfg.pool()
 	if err != nil {
