@@ -143,12 +143,21 @@ func (p pool) served(s *corev1.Service) bool {
 	return len(s.Spec.IPFamilies) == 0 || slices.Contains(s.Spec.IPFamilies, p.family())
 }
 
-// current returns the first pool address s's status shows.
-func (p pool) current(s *corev1.Service) (netip.Addr, bool) {
+// shows returns the pool addresses s's status shows.
+func (p pool) shows(s *corev1.Service) []netip.Addr {
+	var out []netip.Addr
 	for _, in := range s.Status.LoadBalancer.Ingress {
 		if a, err := netip.ParseAddr(in.IP); err == nil && p.contains(a.Unmap()) {
-			return a.Unmap(), true
+			out = append(out, a.Unmap())
 		}
+	}
+	return out
+}
+
+// current returns the first pool address s's status shows.
+func (p pool) current(s *corev1.Service) (netip.Addr, bool) {
+	if shown := p.shows(s); len(shown) > 0 {
+		return shown[0], true
 	}
 	return netip.Addr{}, false
 }

@@ -1,6 +1,7 @@
 package loadbalancer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,10 +48,14 @@ const (
 // an address (Normal, ReasonAssigned) and when it starts waiting (Warning,
 // ReasonPending, "no free address in 10.251.0.0/28"). Its first decisions
 // use the status Services have, so a restarted controller keeps the
-// addresses given out. Failed status updates are retried with backoff.
-// Run returns nil when ctx ends, and an error only for an invalid cfg: a
-// Range that is not a masked prefix with an address between its first and
-// last, or an Ingress outside the pool. Run one per cluster.
+// addresses given out. It never shows one address on two Services: a
+// Service losing an address is written before the one taking it. Failed
+// status updates are retried with backoff. Run one per cluster; client
+// needs to get, list and watch Services, update services/status and create
+// Events, and is best without a Timeout (watches outlive it; with one they
+// are restarted). Run returns nil when ctx ends, and an error only for an
+// invalid cfg: a Range that is not a masked prefix with an address between
+// its first and last, or an Ingress outside the pool.
 func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	p, err := cfg.pool()
 	if err != nil {
@@ -153,9 +158,14 @@ func (c *controller) sync(ctx context.Context) error {
 			delete(c.warned, uid)
 		}
 	}
+	slices.SortFunc(all, func(a, b corev1.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	d := c.pool.assign(all)
-	var errs []error
-	conflicts := 0
+
+	var writes []write
+	shown := map[netip.Addr]types.NamespacedName{}
+	current := map[types.NamespacedName]*corev1.Service{}
 	for i := range all {
 		s := &all[i]
 		if !c.pool.served(s) {
@@ -164,25 +174,16 @@ func (c *controller) sync(ctx context.Context) error {
 			continue
 		}
 		key := keyOf(s)
-		a, ok := d.addrs[key]
-		if ok {
+		current[key] = s
+		from := c.pool.shows(s)
+		for _, a := range from {
+			shown[a] = key
+		}
+		if a, ok := d.addrs[key]; ok {
 			delete(c.warned, s.UID)
-			if hasOnly(s, a) {
-				continue
+			if !hasOnly(s, a) {
+				writes = append(writes, write{key: key, from: from, to: a})
 			}
-			if err := c.setStatus(ctx, s, ingressOf(a)); apierrors.IsConflict(err) {
-				conflicts++
-				continue
-			} else if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			what := a.String()
-			if a == c.pool.ingress {
-				what += " (the cluster's ingress address)"
-			}
-			c.logf("Assigned %s to Service %s", what, key)
-			c.recorder.Eventf(s, corev1.EventTypeNormal, ReasonAssigned, "Assigned %s", what)
 			continue
 		}
 		if s.DeletionTimestamp != nil {
@@ -190,20 +191,52 @@ func (c *controller) sync(ctx context.Context) error {
 		}
 		why := d.pending[key]
 		if len(s.Status.LoadBalancer.Ingress) > 0 {
-			if err := c.setStatus(ctx, s, nil); apierrors.IsConflict(err) {
-				conflicts++
-				continue
-			} else if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			c.logf("Took the address of Service %s: %s", key, why)
+			writes = append(writes, write{key: key, from: from, why: why})
 		}
 		if c.warned[s.UID] != why {
 			c.warned[s.UID] = why
 			c.logf("Service %s waits for an address: %s", key, why)
 			c.recorder.Event(s, corev1.EventTypeWarning, ReasonPending, why)
 		}
+	}
+
+	var errs []error
+	conflicts := 0
+	for _, w := range sequence(writes, shown) {
+		if k, ok := shown[w.to]; ok && k != w.key && !w.force {
+			// The write that was to free w.to failed.
+			continue
+		}
+		var ingress []corev1.LoadBalancerIngress
+		if w.to.IsValid() {
+			ingress = ingressOf(w.to)
+		}
+		s, err := c.setStatus(ctx, current[w.key], ingress)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			// The informer brings the change.
+			conflicts++
+			continue
+		} else if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		current[w.key] = s
+		for _, a := range w.from {
+			if shown[a] == w.key {
+				delete(shown, a)
+			}
+		}
+		if !w.to.IsValid() {
+			c.logf("Took %v from Service %s: %s", w.from, w.key, w.why)
+			continue
+		}
+		shown[w.to] = w.key
+		what := w.to.String()
+		if w.to == c.pool.ingress {
+			what += " (the cluster's ingress address)"
+		}
+		c.logf("Assigned %s to Service %s", what, w.key)
+		c.recorder.Eventf(s, corev1.EventTypeNormal, ReasonAssigned, "Assigned %s", what)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("update the status of %d Services: %w", len(errs), errors.Join(errs...))
@@ -214,24 +247,21 @@ func (c *controller) sync(ctx context.Context) error {
 	return nil
 }
 
-// errConflict says that a sync met Services changed since the informer saw
-// them: it is retried soon, without a log line.
+// errConflict says that a sync met Services changed or deleted since the
+// informer saw them: it is retried soon, without a log line.
 var errConflict = errors.New("services changed during the sync")
 
-// setStatus replaces s's load-balancer ingress. A Service that is gone
-// needs nothing; one changed since the informer saw it fails with a
-// conflict.
-func (c *controller) setStatus(ctx context.Context, s *corev1.Service, ingress []corev1.LoadBalancerIngress) error {
+// setStatus replaces s's load-balancer ingress and returns the updated
+// Service. One changed since the informer saw it fails with a conflict,
+// one that is gone with not found.
+func (c *controller) setStatus(ctx context.Context, s *corev1.Service, ingress []corev1.LoadBalancerIngress) (*corev1.Service, error) {
 	s = s.DeepCopy()
 	s.Status.LoadBalancer.Ingress = ingress
-	_, err := c.client.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{FieldManager: component})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
+	updated, err := c.client.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{FieldManager: component})
 	if err != nil {
-		return fmt.Errorf("set the load-balancer status of Service %s: %w", keyOf(s), err)
+		return nil, fmt.Errorf("set the load-balancer status of Service %s: %w", keyOf(s), err)
 	}
-	return nil
+	return updated, nil
 }
 
 func ingressOf(a netip.Addr) []corev1.LoadBalancerIngress {
