@@ -82,9 +82,11 @@ func TestLayoutManagementPlane(t *testing.T) {
 		t.Errorf("KubeconfigPath = %q, want /var/lib/ephemera/server/kubeconfig", mp.KubeconfigPath)
 	}
 	// The registry's local provider, moved to the server's dir and made
-	// durable; all else as the clusters' provider has it.
+	// durable, reaching the clusters; all else as the clusters' provider
+	// has it.
 	want := clusters
 	want.StateDir, want.Durable = "/var/lib/ephemera/server", true
+	want.Network.ReachClusters = true
 	if diff := cmp.Diff(want, mp.Provider.Options()); diff != "" {
 		t.Errorf("management plane provider's options (-want +got):\n%s", diff)
 	}
