@@ -66,7 +66,11 @@ func Providers(e *env.Env) *provider.Registry {
 			Supervisor:  []string{self, supervise.CommandName},
 			HostNetwork: e.HostNetwork,
 			LBNetwork:   e.LBNetwork,
-			Network:     local.NetworkOptions{IngressDomainBase: e.IngressDomainBase},
+			Network: local.NetworkOptions{
+				IngressDomainBase: e.IngressDomainBase,
+				DNSUpstream:       e.DNSUpstream,
+				Domain:            e.Domain,
+			},
 		}),
 	)
 }

@@ -39,6 +39,10 @@ type Env struct {
 	// IngressDomainBase names ingress domains of clusters without a
 	// domain; empty means the provider's default (sslip.io).
 	IngressDomainBase string
+	// DNSUpstream and Domain are defaults for clusters' network sections
+	// (serve --dns-upstream, --domain).
+	DNSUpstream []string
+	Domain      string
 	// ServerKubeconfig is the management plane's kubeconfig, from
 	// --server-kubeconfig; empty means ServerKubeconfigPath's default.
 	ServerKubeconfig string
