@@ -74,9 +74,10 @@ func serve(addr string) error {
 }
 
 func get(url string, wait time.Duration) error {
-	timeout := 3 * time.Second
+	// One try (FOR 0) waits longer: it must not fail on a busy host.
+	timeout := 15 * time.Second
 	if wait > 0 {
-		timeout = min(timeout, wait)
+		timeout = min(3*time.Second, wait)
 	}
 	client := &http.Client{Timeout: timeout}
 	deadline := time.Now().Add(wait)
