@@ -200,7 +200,7 @@ spec:
 		h := h.with(t)
 		node := strings.TrimSuffix(strings.TrimPrefix(nc.Endpoint, "https://"), ":6443")
 		for _, target := range []string{"http://" + ingress + "/", "http://" + node + ":10250/"} {
-			phase, log := h.runPod("other", "reach", "get", target, "0")
+			phase, log := h.runPod("other", "reach", "get", target, "2s")
 			if phase == "Succeeded" || strings.Contains(log, "hello from") {
 				t.Errorf("a pod of another cluster reached %s: %s %q", target, phase, log)
 			}
