@@ -166,7 +166,7 @@ spec:
 			}
 		}
 	})
-	t.Run("LoadBalancer reachable from the host, by --port and by name", func(t *testing.T) {
+	t.Run("LoadBalancer from the host through --port and by name", func(t *testing.T) {
 		h := h.with(t)
 		manifest := filepath.Join(t.TempDir(), "web.yaml")
 		if err := os.WriteFile(manifest, []byte(helloLB), 0o644); err != nil {
