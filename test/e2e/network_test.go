@@ -198,6 +198,7 @@ spec:
 	})
 	t.Run("clusters cannot reach each other", func(t *testing.T) {
 		h := h.with(t)
+		h.must("load", "image", hello.archiveFor(t), "--cluster", "other")
 		node := strings.TrimSuffix(strings.TrimPrefix(nc.Endpoint, "https://"), ":6443")
 		for _, target := range []string{"http://" + ingress + "/", "http://" + node + ":10250/"} {
 			phase, log := h.runPod("other", "reach", "get", target, "2s")
