@@ -84,8 +84,11 @@ type TestClusterSpec struct {
 
 	// holdUntil keeps the cluster past its ttl until this time, to debug a
 	// failure. A hold lasts at most the server's --max-hold past the later
-	// of bind and heartbeat, and never past maxLifetime.
+	// of bind and heartbeat, and never past maxLifetime. An RFC 3339 time,
+	// like 2030-01-01T12:00:00Z.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	HoldUntil *metav1.Time `json:"holdUntil,omitempty"`
 
 	// maxLifetime is the hard end of the lease, counted from creation:

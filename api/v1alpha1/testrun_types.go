@@ -93,10 +93,12 @@ type TestRunSpec struct {
 type TestRunCluster struct {
 	// poolRef claims a warm cluster from this ClusterPool.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	PoolRef string `json:"poolRef,omitempty"`
 	// templateRef builds a new cluster from this ClusterTemplate.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	TemplateRef string `json:"templateRef,omitempty"`
 	// kubernetesVersion overrides the template's version, like v1.35.4.
@@ -106,6 +108,7 @@ type TestRunCluster struct {
 	// testClusterRef runs on a TestCluster that exists already; the run
 	// neither deletes nor holds it.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	TestClusterRef string `json:"testClusterRef,omitempty"`
 }
@@ -153,6 +156,7 @@ type TestRunMatrix struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=8
 	// +listType=set
+	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=63
 	Templates []string `json:"templates,omitempty"`
 }

@@ -208,7 +208,7 @@ type harness struct {
 	stateDir string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	h := &harness{t: t, stateDir: t.TempDir()}
 	before := snapshotHost()

@@ -36,6 +36,7 @@ type options struct {
 	metricsAddr         string
 	healthAddr          string
 	maxClusters         int
+	maxClustersSet      bool
 	maxPerNamespace     int
 	maxHold             time.Duration
 	maxTTL              time.Duration
@@ -104,6 +105,7 @@ served on the addresses below. A metrics address off loopback is HTTPS, and
 			if !cmd.Flags().Changed("leader-elect") {
 				opts.leaderElect = opts.kubeconfig != ""
 			}
+			opts.maxClustersSet = cmd.Flags().Changed("max-clusters")
 			return run(cmd.Context(), e, opts)
 		},
 	}
@@ -112,7 +114,7 @@ served on the addresses below. A metrics address off loopback is HTTPS, and
 	f.StringVar(&opts.instance, "instance", "ephemera", "name of this server; its clusters are labelled with it and the reaper touches no others")
 	f.StringVar(&opts.metricsAddr, "metrics-bind-address", "127.0.0.1:8080", "where /metrics listens; 0 turns it off")
 	f.StringVar(&opts.healthAddr, "health-probe-bind-address", "127.0.0.1:8081", "where /healthz and /readyz listen; 0 turns them off")
-	f.IntVar(&opts.maxClusters, "max-clusters", 0, "most clusters at once, in any state (default: free memory / 768 MiB)")
+	f.IntVar(&opts.maxClusters, "max-clusters", 0, "most clusters at once, in any state; 0 builds none and every request waits (default: free memory / 768 MiB)")
 	f.IntVar(&opts.maxPerNamespace, "max-per-namespace", 0, "most bound TestClusters per namespace; more wait in the queue (0: no limit)")
 	f.DurationVar(&opts.maxHold, "max-hold", testcluster.DefaultMaxHold, "longest hold past the last bind or heartbeat")
 	f.DurationVar(&opts.maxTTL, "max-ttl", testcluster.DefaultMaxTTL, "longest spec.ttl honoured; a longer one (or an extend past it) is capped, and the TestCluster's LeaseCapped condition says so")
@@ -149,7 +151,7 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 	if opts.artifactLinkTTL <= 0 {
 		return errors.New("--artifact-link-ttl must be positive, like 168h")
 	}
-	if opts.maxClusters == 0 {
+	if !opts.maxClustersSet {
 		opts.maxClusters = defaultMaxClusters()
 	}
 	log := newLogger(e.ErrOut)

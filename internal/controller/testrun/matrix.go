@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -76,9 +77,12 @@ func (r *Reconciler) reconcileMatrix(ctx context.Context, run *v1alpha1.TestRun)
 	status := make([]v1alpha1.TestRunCell, len(cells))
 	children := make([]*v1alpha1.TestRun, len(cells))
 	for i, cell := range cells {
-		child, err := r.ensureChild(ctx, run, i, cell)
+		child, problem, err := r.ensureChild(ctx, run, i, cell)
 		if err != nil {
 			return reconcile.Result{}, err
+		}
+		if problem != "" {
+			return reconcile.Result{}, r.abandonMatrix(ctx, run, problem)
 		}
 		children[i] = child
 		status[i] = v1alpha1.TestRunCell{
@@ -155,19 +159,20 @@ func (r *Reconciler) reconcileMatrix(ctx context.Context, run *v1alpha1.TestRun)
 }
 
 // ensureChild returns cell i's run, creating it: the parent's spec for one
-// cluster, without matrix or report.
-func (r *Reconciler) ensureChild(ctx context.Context, run *v1alpha1.TestRun, i int, cell Cell) (*v1alpha1.TestRun, error) {
-	child := &v1alpha1.TestRun{}
+// cluster, without matrix or report. A cell that cannot be made (its name
+// taken, its spec refused) comes back as problem, for the run to end with.
+func (r *Reconciler) ensureChild(ctx context.Context, run *v1alpha1.TestRun, i int, cell Cell) (child *v1alpha1.TestRun, problem string, err error) {
+	child = &v1alpha1.TestRun{}
 	key := types.NamespacedName{Namespace: run.Namespace, Name: childName(run, i)}
-	err := r.Client.Get(ctx, key, child)
+	err = r.Client.Get(ctx, key, child)
 	if err == nil {
 		if !metav1.IsControlledBy(child, run) {
-			return nil, fmt.Errorf("a TestRun named %q exists already and is not a cell of %q", key.Name, run.Name)
+			return nil, fmt.Sprintf("a TestRun named %q exists already and is not a cell of %q: delete it, or rename the run", key.Name, run.Name), nil
 		}
-		return child, nil
+		return child, "", nil
 	}
 	if !apierrors.IsNotFound(err) {
-		return nil, err
+		return nil, "", err
 	}
 	spec := *run.Spec.DeepCopy()
 	spec.Matrix, spec.Report = nil, nil
@@ -184,12 +189,38 @@ func (r *Reconciler) ensureChild(ctx context.Context, run *v1alpha1.TestRun, i i
 		Spec: spec,
 	}
 	if err := controllerutil.SetControllerReference(run, child, r.Client.Scheme()); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if err := r.Client.Create(ctx, child); err != nil {
-		return nil, fmt.Errorf("create cell %s (TestRun %q): %w", cell.Name(), key.Name, err)
+	err = r.Client.Create(ctx, child)
+	switch {
+	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err):
+		return nil, fmt.Sprintf("cell %s: its TestRun %q was refused: %v", cell.Name(), key.Name, err), nil
+	case err != nil:
+		return nil, "", fmt.Errorf("create cell %s (TestRun %q): %w", cell.Name(), key.Name, err)
 	}
-	return child, nil
+	return child, "", nil
+}
+
+// abandonMatrix ends a matrix run that cannot make its cells: it deletes
+// the cells it made, so that none holds a cluster, and records why.
+func (r *Reconciler) abandonMatrix(ctx context.Context, run *v1alpha1.TestRun, problem string) error {
+	cells := &v1alpha1.TestRunList{}
+	if err := r.Client.List(ctx, cells, client.InNamespace(run.Namespace), client.MatchingLabels{LabelParent: run.Name}); err != nil {
+		return err
+	}
+	for i := range cells.Items {
+		if c := &cells.Items[i]; metav1.IsControlledBy(c, run) && c.DeletionTimestamp.IsZero() {
+			if err := r.Client.Delete(ctx, c); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+		}
+	}
+	now := metav1.NewTime(r.Now())
+	run.Status.CompletionTime = &now
+	setCondition(run, v1alpha1.ConditionComplete, metav1.ConditionTrue, v1alpha1.ReasonRunnerError, problem)
+	log.FromContext(ctx).Info("Matrix TestRun cannot make its cells", "testrun", klog.KObj(run), "problem", problem)
+	r.event(run, v1alpha1.ReasonRunnerError, "Finish", problem)
+	return nil
 }
 
 // mergeCells writes the merged JUnit of every cell into dir, and returns
