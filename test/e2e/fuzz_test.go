@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
-	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	ephemeraserver "github.com/ephemera-dev/ephemera/internal/server"
 )
 
 // FuzzSpecs sends TestCluster, ClusterPool, ClusterTemplate and TestRun
@@ -112,7 +112,7 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 		// Before the server's own cleanup (cleanups run last first).
 		f.Cleanup(func() { fz.deleteAll(f) })
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", env.DefaultServerKubeconfig(fz.h.stateDir))
+	cfg, err := clientcmd.BuildConfigFromFlags("", ephemeraserver.NewLayout(fz.h.stateDir).Kubeconfig())
 	if err != nil {
 		f.Fatal(err)
 	}

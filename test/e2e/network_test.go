@@ -288,3 +288,41 @@ func lookup(t *testing.T, server, name string) string {
 	}
 	return addrs[0]
 }
+
+// TestNetworkBadInput: malformed or clashing network settings fail the
+// create with an error that says what was wrong, and leave nothing.
+func TestNetworkBadInput(t *testing.T) {
+	h := newHarness(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyPort := busy.Addr().(*net.TCPAddr).Port
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+		want string
+	}{
+		{"malformed --port", []string{"--port", "80x"}, "", "want [ADDR:]HOSTPORT:PORT"},
+		{"port in use", []string{"--port", fmt.Sprintf("%d:80", busyPort)}, "", "is in use"},
+		{"one host port twice", []string{"--port", "18080:80", "--port", "18080:81"}, "", "both bind host port"},
+		{"LB network on the host's network", nil, "EPHEMERA_LB_NETWORK=127.0.0.0/8", "overlaps the host's network"},
+		{"malformed --dns-upstream", []string{"--dns-upstream", "resolver.example"}, "", "want an IP address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := h.command(context.Background(), append([]string{"create", "cluster", "bad"}, tc.args...)...)
+			if tc.env != "" {
+				cmd.Env = append(cmd.Env, tc.env)
+			}
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) {
+				t.Errorf("create cluster %v: want an error saying %q, got %v:\n%s", tc.args, tc.want, err, out)
+			}
+			if _, ok := h.clusters()["bad"]; ok {
+				t.Errorf("a cluster was left after the refused create")
+			}
+		})
+	}
+}
