@@ -192,7 +192,8 @@ func answers(ctx context.Context, cfg *rest.Config) error {
 // processes (serve's descendants: the management plane, the supervisors of
 // clusters and their components), and the processes of clusters left under
 // the state dir. It logs the curve as a table, writes it as CSV to
-// $EPHEMERA_BENCH_CURVE when set, and fails when something grows after the
+// $EPHEMERA_BENCH_CURVE when set (after every sample, so a run cut short
+// keeps its curve), and fails when something grows after the
 // first 50 cycles (a tenth of the run when shorter) beyond a small
 // tolerance, or when processes outlive their cluster. Run it with a fixed
 // count:
@@ -213,6 +214,15 @@ func BenchmarkServeCycles(b *testing.B) {
 	every := sampleEvery()
 	clustersDir := filepath.Join(dir, "clusters")
 	curve := []serveSample{s.sample(0, clustersDir)}
+	curvePath := os.Getenv("EPHEMERA_BENCH_CURVE")
+	writeCurve := func() {
+		if curvePath == "" {
+			return
+		}
+		if err := os.WriteFile(curvePath, []byte(curveCSV(curve)), 0o644); err != nil {
+			b.Error(err)
+		}
+	}
 	var ready, gone []time.Duration
 	cycles := 0
 	for b.Loop() {
@@ -222,6 +232,7 @@ func BenchmarkServeCycles(b *testing.B) {
 		if cycles%every == 0 {
 			b.StopTimer()
 			curve = append(curve, s.sample(cycles, clustersDir))
+			writeCurve()
 			b.StartTimer()
 		}
 	}
@@ -237,11 +248,7 @@ func BenchmarkServeCycles(b *testing.B) {
 	}
 	table := curveTable(curve)
 	b.Logf("serve over %d create/delete cycles:\n%s", cycles, table)
-	if path := os.Getenv("EPHEMERA_BENCH_CURVE"); path != "" {
-		if err := os.WriteFile(path, []byte(curveCSV(curve)), 0o644); err != nil {
-			b.Error(err)
-		}
-	}
+	writeCurve()
 	reportDurations(b, "ready", ready)
 	reportDurations(b, "gone", gone)
 	metrics, errs := checkFlat(curve)
