@@ -291,7 +291,7 @@ func (s *server) cycle(ctx context.Context, b *testing.B, name, clustersDir stri
 	if err := s.client.Create(ctx, tc); err != nil {
 		b.Fatal(err)
 	}
-	timeout := time.After(2 * time.Minute)
+	timeout := time.After(5 * time.Minute)
 	for tc.Status.Phase != v1alpha1.TestClusterReady {
 		select {
 		case ev, ok := <-w.ResultChan():
@@ -302,7 +302,7 @@ func (s *server) cycle(ctx context.Context, b *testing.B, name, clustersDir stri
 				tc = ev.Object.(*v1alpha1.TestCluster)
 			}
 		case <-timeout:
-			b.Fatalf("%s not Ready after 2m: %+v", name, tc.Status)
+			b.Fatalf("%s not Ready after 5m: %+v", name, tc.Status)
 		}
 	}
 	ready = time.Since(start)
