@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	osexec "os/exec"
 	"strings"
@@ -57,6 +58,9 @@ type firewallPlan struct {
 	// (a server's management plane, whose runner pods reach the clusters'
 	// API servers and ingress). Other clusters never reach each other.
 	ReachClusters bool
+	// Internal are the cluster's service and pod subnets, which its
+	// traffic never leaves the host for.
+	Internal []netip.Prefix
 }
 
 // restoreScript returns the iptables-restore input (for --noflush) that
@@ -75,6 +79,11 @@ func restoreScript(p firewallPlan, forwardParent string) string {
 	w(":%s - [0:0]", ch.Forward)
 	w(":%s - [0:0]", ch.Input)
 	w("-A %s -o %s -m conntrack --ctstate RELATED,ESTABLISHED %s -j ACCEPT", ch.Forward, veth, comment("replies"))
+	for _, subnet := range p.Internal {
+		// Before kube-proxy forwards a new Service, its ClusterIP is
+		// routed out of the namespace: refuse it here, never leak it.
+		w("-A %s -i %s -d %s %s -j REJECT --reject-with icmp-net-unreachable", ch.Forward, veth, subnet, comment("the cluster's own subnets stay inside"))
+	}
 	if !p.ReachClusters {
 		w("-A %s -i %s -o eph-+ %s -j DROP", ch.Forward, veth, comment("clusters never reach each other"))
 	}

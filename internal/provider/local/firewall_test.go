@@ -21,6 +21,7 @@ func testFirewallPlan(reach bool) firewallPlan {
 			NodeIP:    netip.MustParseAddr("10.250.0.6"),
 		},
 		ReachClusters: reach,
+		Internal:      []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")},
 	}
 }
 
@@ -41,6 +42,8 @@ func TestRestoreScript(t *testing.T) {
 				"-A " + ch.Forward + " -o " + veth + " -m conntrack --ctstate RELATED,ESTABLISHED",
 				"-A " + ch.Forward + " -i " + veth + " -o eph-+ ",
 				"-j DROP",
+				"-A " + ch.Forward + " -i " + veth + " -d 10.96.0.0/16 ",
+				"-j REJECT --reject-with icmp-net-unreachable",
 				"-A " + ch.Forward + " -i " + veth + " -m comment",
 				"-A " + ch.Input + " -i " + veth + " -d 10.250.0.5 ",
 				"-I FORWARD 1 -m comment --comment ephemera -j " + ch.Forward,

@@ -250,6 +250,11 @@ func writeNodeConfig(dir string, node realNode, cgroup, podSubnet string) error 
 			// packets to 127.0.0.0/8 cross interfaces: not worth it
 			// for test clusters.
 			LocalhostNodePorts: ptr.To(false),
+			// A Service is forwarded as soon as it exists, not up to a
+			// second later (the default, 1s; zero means the default): a
+			// pod started right after its Service must reach it on its
+			// first try. A test cluster's rules are few.
+			MinSyncPeriod: metav1.Duration{Duration: 10 * time.Millisecond},
 		},
 		// The conntrack table size is the host's, not the namespace's.
 		Conntrack: kubeproxyv1alpha1.KubeProxyConntrackConfiguration{MaxPerCore: ptr.To[int32](0)},

@@ -395,7 +395,13 @@ func (p *Provider) startRealNode(ctx context.Context, dir string, st clusterStat
 			return err
 		}
 	}
-	return setupHostFirewall(ctx, firewallPlan{Name: st.Name, Network: st.Node.Network, ReachClusters: st.Node.ReachClusters})
+	plan := firewallPlan{Name: st.Name, Network: st.Node.Network, ReachClusters: st.Node.ReachClusters}
+	for _, cidr := range []string{st.Spec.Network.ServiceSubnet, st.Spec.Network.PodSubnet} {
+		if p, err := netip.ParsePrefix(cidr); err == nil {
+			plan.Internal = append(plan.Internal, p.Masked())
+		}
+	}
+	return setupHostFirewall(ctx, plan)
 }
 
 // planCluster writes certificates, kubeconfigs and the final plan. A
