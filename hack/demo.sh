@@ -2,8 +2,9 @@
 # demo.sh: the whole story in one run. Installs what is missing, creates a
 # cluster with one real node, builds an image of a small HTTP server
 # (examples/hello) without Docker and loads it, runs it behind a Service,
-# reaches it from another pod by DNS name, prints the answer, and deletes the
-# cluster, even on failure.
+# reaches it from another pod by DNS name and from the host through a
+# LoadBalancer address, prints the answers, and deletes the cluster, even on
+# failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh
@@ -45,8 +46,17 @@ kubectl wait pod/client --for=jsonpath='{.status.phase}'=Succeeded --timeout=60s
 echo "The client pod got: $(kubectl logs client)"
 kubectl get pods -A -o wide
 
+step "Expose it as a LoadBalancer Service and call it from the host"
+kubectl expose deployment hello --name hello-lb --type LoadBalancer --port 80 --target-port 8080
+for _ in $(seq 100); do
+  ip=$(kubectl get service hello-lb -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+  [ -n "$ip" ] && break
+  sleep 0.1
+done
+echo "hello-lb has the address $ip; the host got: $("$workdir/hello" get "http://$ip/")"
+
 step "Clusters"
-$E get clusters
+$E get clusters -o wide
 
 step "Delete the cluster"
 $E delete cluster "$name"
