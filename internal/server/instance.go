@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
+	"github.com/ephemera-dev/ephemera/internal/failpoint"
 )
 
 // Keys of the instance record.
@@ -84,6 +85,7 @@ type loader struct {
 
 // Start implements manager.Runnable.
 func (l *loader) Start(ctx context.Context) error {
+	failpoint.Inject(failpoint.ServeBeforeLoad)
 	l.log.Info("Finding the clusters this server created before")
 	adopted, err := l.prov.Load(ctx, map[string]string{provision.LabelServer: l.instance})
 	if err != nil {

@@ -17,12 +17,13 @@ import (
 
 // clusterView is the part of `get clusters -o json` the tests read.
 type clusterView struct {
-	Name              string `json:"name"`
-	Phase             string `json:"phase"`
-	Message           string `json:"message"`
-	KubernetesVersion string `json:"kubernetesVersion"`
-	Endpoint          string `json:"endpoint"`
-	SimulatedNodes    int    `json:"simulatedNodes"`
+	Name              string            `json:"name"`
+	Phase             string            `json:"phase"`
+	Message           string            `json:"message"`
+	KubernetesVersion string            `json:"kubernetesVersion"`
+	Endpoint          string            `json:"endpoint"`
+	SimulatedNodes    int               `json:"simulatedNodes"`
+	Labels            map[string]string `json:"labels"`
 	Components        []struct {
 		Name     string `json:"name"`
 		Ready    bool   `json:"ready"`

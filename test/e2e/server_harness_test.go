@@ -36,6 +36,8 @@ type server struct {
 	// kubeconfig is the management cluster's; empty means the embedded
 	// management plane's.
 	kubeconfig string
+	// env is added to serve's environment at the next launch.
+	env []string
 }
 
 // startServer runs `ephemera serve` on the harness's state dir and waits
@@ -77,6 +79,7 @@ func (s *server) launch() {
 	defer log.Close()
 	args := append([]string{"serve", "--metrics-bind-address", s.metricsAddr, "--health-probe-bind-address", s.healthAddr, "--reap-interval", "2s"}, s.args...)
 	s.cmd = s.h.command(context.Background(), args...)
+	s.cmd.Env = append(s.cmd.Env, s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := startTracked(s.cmd); err != nil {
 		t.Fatal(err)

@@ -33,6 +33,7 @@ import (
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
+	"github.com/ephemera-dev/ephemera/internal/failpoint"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
@@ -225,6 +226,9 @@ func (r *Reconciler) bind(ctx context.Context, b Bind, now time.Time) error {
 		}
 		return err
 	}
+	if b.Cluster != "" {
+		failpoint.Inject(failpoint.AdmissionAfterClaim)
+	}
 	base := tc.DeepCopy()
 	tc.Spec.ClusterName = cluster
 	if err := r.Client.Patch(ctx, tc, client.MergeFrom(base)); err != nil {
@@ -316,6 +320,7 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 			}
 			logger.Info("Creating pool cluster", "pool", klog.KObj(p), "cluster", name)
 			r.Provisioner.Ensure(name, tmpl.Spec, provision.PoolLabels(r.Server, p))
+			failpoint.Inject(failpoint.AdmissionPoolCreate)
 		}
 	}
 	p.Status.ObservedGeneration = p.Generation

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/failpoint"
 	"github.com/ephemera-dev/ephemera/internal/lifecycle"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
@@ -482,6 +483,7 @@ func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemp
 				log.Error(rerr, "Restarting cluster")
 			}
 		}
+		failpoint.Inject(failpoint.ProvisionAdopting)
 		// A cluster that does not become usable again is Failed and kept:
 		// its owner deletes it.
 		c, err = r.opts.Adopt(ctx, r.p, name, opts)
@@ -497,6 +499,7 @@ func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemp
 	}
 	if err == nil {
 		if !adopted {
+			failpoint.Inject(failpoint.ProvisionAfterCreate)
 			r.opts.Observe(r.opts.Now().Sub(start))
 		}
 		log.Info("Cluster ready", "seconds", r.opts.Now().Sub(start).Seconds())

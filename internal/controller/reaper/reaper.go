@@ -16,6 +16,7 @@ import (
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
+	"github.com/ephemera-dev/ephemera/internal/failpoint"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
@@ -104,6 +105,7 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 			errs = append(errs, fmt.Errorf("reap cluster %q: %w", c.Name, err))
 			continue
 		}
+		failpoint.Inject(failpoint.ReaperAfterDelete)
 		metrics.Reaped.WithLabelValues(c.Provider).Inc()
 		reaped = append(reaped, c.Name)
 	}

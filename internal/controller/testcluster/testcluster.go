@@ -26,6 +26,7 @@ import (
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
+	"github.com/ephemera-dev/ephemera/internal/failpoint"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 )
 
@@ -201,6 +202,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 		tc.Status.Timings.Ready = &metav1.Time{Time: st.ReadyAt}
 	}
 	if tc.Status.Timings.Bound == nil {
+		failpoint.Inject(failpoint.TestClusterBeforeReady)
 		tc.Status.Timings.Bound = &metav1.Time{Time: now}
 		metrics.ClaimDuration.WithLabelValues(tc.Spec.PoolRef).Observe(now.Sub(seen).Seconds())
 		logger.Info("TestCluster ready", "testcluster", klog.KObj(tc), "cluster", name, "seconds", now.Sub(seen).Seconds())
@@ -253,6 +255,7 @@ func (r *Reconciler) publish(ctx context.Context, tc *v1alpha1.TestCluster, st p
 	err := r.Client.Get(ctx, types.NamespacedName{Namespace: tc.Namespace, Name: name}, secret)
 	switch {
 	case apierrors.IsNotFound(err):
+		failpoint.Inject(failpoint.TestClusterBeforeSecret)
 		secret = &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:      name,
@@ -322,6 +325,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, tc *v1alpha1.TestClust
 			return err
 		}
 	}
+	failpoint.Inject(failpoint.TestClusterBeforeUnfinalize)
 	r.firstSeen.Delete(tc.UID)
 	base := tc.DeepCopy()
 	controllerutil.RemoveFinalizer(tc, Finalizer)

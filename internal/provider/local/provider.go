@@ -24,6 +24,7 @@ import (
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 	"github.com/ephemera-dev/ephemera/internal/exec"
+	"github.com/ephemera-dev/ephemera/internal/failpoint"
 	"github.com/ephemera-dev/ephemera/internal/flock"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/provider"
@@ -677,6 +678,7 @@ func teardown(ctx context.Context, dir string) error {
 	if err := stopCluster(ctx, dir); err != nil {
 		return err
 	}
+	failpoint.Inject(failpoint.LocalDeleteAfterStop)
 	return removeDir(dir)
 }
 
