@@ -169,10 +169,15 @@ func Decide(in Input) Plan {
 			}
 			continue
 		case claimUID != "" && owner != nil && owner.Spec.ClusterName == "" && owner.DeletionTimestamp.IsZero() && !resumed[owner.UID] &&
-			owner.Spec.PoolRef == poolName && owner.Namespace == s.Labels[provision.LabelNamespace] && s.State == provision.Ready:
+			owner.Spec.PoolRef == poolName && owner.Namespace == s.Labels[provision.LabelNamespace] &&
+			(s.State == provision.Ready || s.State == provision.Creating):
 			// A bind the last pass (or a killed server) recorded on the
-			// cluster but did not finish: finish it.
-			plan.Binds = append(plan.Binds, Bind{TestCluster: owner, Cluster: s.Name, Queue: "pool:" + pk})
+			// cluster but did not finish: finish it. A cluster still being
+			// checked after a restart (Creating) is kept for its claim,
+			// which waits for it rather than for another.
+			if s.State == provision.Ready {
+				plan.Binds = append(plan.Binds, Bind{TestCluster: owner, Cluster: s.Name, Queue: "pool:" + pk})
+			}
 			resumed[owner.UID] = true
 			perNamespace[owner.Namespace]++
 			if livePool {

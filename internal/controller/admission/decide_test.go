@@ -192,6 +192,33 @@ func TestDecide(t *testing.T) {
 			},
 		},
 		{
+			name: "a claim recorded on a cluster still being checked after a restart waits for that cluster; it is neither released nor given another",
+			in: Input{
+				Pools:        []v1alpha1.ClusterPool{poolObj("ci", 0, 3)},
+				TestClusters: []v1alpha1.TestCluster{claimOf("recorded", "ci", 0), claimOf("next", "ci", 1)},
+				Clusters:     []provision.Status{member("c1", "ci", claimedBy("recorded"), state(provision.Creating)), member("c2", "ci")},
+				MaxClusters:  10,
+			},
+			want: summary{
+				Binds: []string{"next→c2"},
+				Pools: map[string]string{"ns/ci": "create=0 shed=[] ready=0 provisioning=0 claimed=2 size=2 waiting=0 backoff=false"},
+			},
+		},
+		{
+			name: "a claim recorded on a cluster that failed its checks after a restart is released; the claim gets another",
+			in: Input{
+				Pools:        []v1alpha1.ClusterPool{poolObj("ci", 0, 3)},
+				TestClusters: []v1alpha1.TestCluster{claimOf("recorded", "ci", 0)},
+				Clusters:     []provision.Status{member("c1", "ci", claimedBy("recorded"), state(provision.Lost)), member("c2", "ci")},
+				MaxClusters:  10,
+			},
+			want: summary{
+				Binds:   []string{"recorded→c2"},
+				Release: []string{"c1"},
+				Pools:   map[string]string{"ns/ci": "create=0 shed=[] ready=0 provisioning=0 claimed=1 size=1 waiting=0 backoff=false"},
+			},
+		},
+		{
 			name: "a validly bound cluster is claimed, also while its TestCluster is being deleted",
 			in: Input{
 				Pools:        []v1alpha1.ClusterPool{poolObj("ci", 1, 3)},
