@@ -115,7 +115,7 @@ func TestServerFaults(t *testing.T) {
 	})
 	ctx := t.Context()
 	f.baseline, f.baselinePorts = snapshotHost(), listeningPorts()
-	for _, obj := range []client.Object{template("fbare", 0), pool("fp", "fbare", 1, 2)} {
+	for _, obj := range []client.Object{template("fbare", 0), pool("fp", "fbare", 1, maxLive+2)} {
 		if err := s.client.Create(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +126,7 @@ func TestServerFaults(t *testing.T) {
 	t.Logf("fault sequence (replay with %s=%s)", faultSequenceEnv, strings.Join(seq, ","))
 	cycles := time.Now()
 	for i, fp := range seq {
-		if !t.Run(fmt.Sprintf("%02d %s", i, fp), func(t *testing.T) { f.cycle(t, fp) }) {
+		if !t.Run(fmt.Sprintf("%02d %s", i, strings.ReplaceAll(fp, "/", ".")), func(t *testing.T) { f.cycle(t, fp) }) {
 			t.Fatalf("cycle %d (%s) failed; replay the sequence up to it with %s=%s", i, fp, faultSequenceEnv, strings.Join(seq[:i+1], ","))
 		}
 	}
@@ -146,9 +146,45 @@ func (f *faultSuite) cycle(t *testing.T, fp string) {
 	f.prepare(t, fp)
 	f.kill(t, fp, func() { f.drive(t, fp) })
 	armed := time.Since(start)
+	// A claim recorded on a cluster when serve died is bound to it after
+	// the restart.
+	recorded := map[string]string{}
+	if fp == failpoint.AdmissionAfterClaim {
+		recorded = f.recordedClaims(t)
+	}
 	f.restart(t)
 	f.converge(ctx, t)
+	f.checkBound(t, recorded)
 	t.Logf("killed at %s after %s; converged %s after the restart", fp, armed.Round(100*time.Millisecond), (time.Since(start) - armed).Round(100*time.Millisecond))
+}
+
+// recordedClaims returns the unbound claims whose claim a cluster records,
+// with the cluster.
+func (f *faultSuite) recordedClaims(t *testing.T) map[string]string {
+	out := map[string]string{}
+	for name, c := range f.h.with(t).clusters() {
+		tc := claim(c.Labels[provision.LabelTestCluster], "")
+		if tc.Name == "" || c.Labels[provision.LabelPool] == "" {
+			continue
+		}
+		if err := f.s.client.Get(t.Context(), client.ObjectKeyFromObject(tc), tc); err == nil && tc.Spec.ClusterName == "" {
+			out[tc.Name] = name
+		}
+	}
+	return out
+}
+
+// checkBound checks that each claim is bound to its cluster.
+func (f *faultSuite) checkBound(t *testing.T, want map[string]string) {
+	for name, cluster := range want {
+		tc := claim(name, "")
+		if err := f.s.client.Get(t.Context(), client.ObjectKeyFromObject(tc), tc); err != nil {
+			t.Fatal(err)
+		}
+		if tc.Spec.ClusterName != cluster {
+			t.Errorf("claim %s was recorded on cluster %s when serve died; after the restart it is bound to %q", name, cluster, tc.Spec.ClusterName)
+		}
+	}
 }
 
 // prepare makes sure the operation that reaches fp has something to work
@@ -180,7 +216,7 @@ func (f *faultSuite) drive(t *testing.T, fp string) {
 	case failpoint.TestClusterBeforeReady:
 		// A short lease: it ends while serve is down or soon after; the
 		// restarted server must end it.
-		f.createClaim(t, "short", 20*time.Second)
+		f.createClaim(t, "short", 5*time.Second)
 	case failpoint.LocalDeleteAfterStop, failpoint.TestClusterBeforeUnfinalize:
 		f.deleteOldest(t)
 	case failpoint.ReaperAfterDelete:
@@ -217,7 +253,12 @@ func (f *faultSuite) kill(t *testing.T, fp string, drive func()) {
 	f.s.env = nil
 	deadline := time.Now().Add(2 * time.Minute)
 	dead := false
-	for !dead && !f.s.ready() {
+	// Ready, and knows the clusters of the last server: an orphan made
+	// before would be found by the start-up, not by the reaper.
+	loaded := func() bool {
+		return f.s.ready() && strings.Contains(f.s.log()[from:], "Adopted the clusters this server created before")
+	}
+	for !dead && !loaded() {
 		select {
 		case err := <-f.s.exited:
 			f.s.exited <- err // for the next reader
@@ -435,7 +476,7 @@ func (f *faultSuite) census(ctx context.Context, t *testing.T) []string {
 	clustersDir := filepath.Join(f.h.stateDir, "clusters") + "/"
 	for _, p := range processesUnder(clustersDir) {
 		_, rest, _ := strings.Cut(p, clustersDir)
-		name, _, _ := strings.Cut(rest, "/")
+		name := rest[:strings.IndexAny(rest+" ", "/ ")]
 		if _, ok := clusters[name]; !ok {
 			problems = append(problems, "process of cluster "+name+" that is gone: "+tail(p, 200))
 		}
@@ -517,6 +558,12 @@ func (f *faultSuite) races(t *testing.T) {
 		f.expect[name] = expectGone
 		if err := c.Delete(ctx, claim(name, "")); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// Every short lease of the cycles ended, across the kills.
+	for name, exp := range f.expect {
+		if exp == expectLease {
+			f.expect[name] = expectGone
 		}
 	}
 	f.waitConverged(ctx, t)
@@ -637,6 +684,26 @@ func (f *faultSuite) races(t *testing.T) {
 			}
 		}
 		f.waitConverged(ctx, t)
+	})
+
+	t.Run("a claim recorded on a cluster when serve died is bound to it after the restart, also when the cluster must be restarted first", func(t *testing.T) {
+		defer f.in(t)()
+		// A host crash: serve dies as it recorded the claim, and the
+		// cluster's processes die with it. The restarted server restarts
+		// the cluster on its data, which takes a while: meanwhile the
+		// claim waits for that cluster, which is neither deleted nor
+		// replaced.
+		f.s.waitPoolReady(ctx, t, "fp", 1)
+		var name string
+		f.kill(t, failpoint.AdmissionAfterClaim, func() { name = f.createClaim(t, "crash", time.Hour) })
+		recorded := f.recordedClaims(t)
+		if recorded[name] == "" {
+			t.Fatalf("serve died at %s, and no cluster records claim %s", failpoint.AdmissionAfterClaim, name)
+		}
+		f.h.with(t).killCluster(t, recorded[name])
+		f.restart(t)
+		f.waitConverged(ctx, t)
+		f.checkBound(t, recorded)
 	})
 
 	t.Run("a pool deleted or scaled down while its members are being created leaks nothing", func(t *testing.T) {
