@@ -45,7 +45,7 @@ func (x *exampleImage) archiveFor(t testing.TB) string {
 	t.Helper()
 	x.once.Do(func() {
 		bin := filepath.Join(scratchDir, x.pkg)
-		build := osexec.Command("go", "build", "-o", bin, "../../examples/"+x.pkg)
+		build := osexec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "../../examples/"+x.pkg)
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			x.err = fmt.Errorf("build %s: %w\n%s", x.pkg, err, out)

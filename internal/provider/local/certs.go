@@ -192,9 +192,17 @@ func loadCAs(dir string, now time.Time) ([]authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load the cluster CA: %w", err)
 	}
+	cas := []authority{{ca.Cert, ca}}
+	// Clusters created before aggregation was set up have no front proxy.
+	switch fp, err := load("front-proxy-ca"); {
+	case err == nil:
+		cas = append(cas, authority{fp.Cert, fp})
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("load the front proxy's CA: %w", err)
+	}
 	etcdCA, err := load("etcd-ca")
 	if err == nil {
-		return []authority{{ca.Cert, ca}, {etcdCA.Cert, etcdCA}}, nil
+		return append(cas, authority{etcdCA.Cert, etcdCA}), nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("load the etcd CA: %w", err)
@@ -220,7 +228,7 @@ func loadCAs(dir string, now time.Time) ([]authority, error) {
 	if err := writeFileAtomic(filepath.Join(dir, pkiDir, "etcd-ca.crt"), etcdCA.CertPEM(), 0o600); err != nil {
 		return nil, err
 	}
-	return []authority{{ca.Cert, ca}, {old, etcdCA}}, nil
+	return append(cas, authority{old, etcdCA}), nil
 }
 
 // issuerOf returns the CA that issues cert again: the one that signed it,

@@ -90,7 +90,7 @@ func info(c *x509.Certificate) certInfo {
 }
 
 // trustedFiles are what a renewal keeps as they are.
-var trustedFiles = []string{"ca.crt", "ca.key", "etcd-ca.crt", "etcd-ca.key", "sa.key", "sa.pub"}
+var trustedFiles = []string{"ca.crt", "ca.key", "etcd-ca.crt", "etcd-ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "sa.key", "sa.pub"}
 
 func readFiles(t *testing.T, dir string, names []string) map[string][]byte {
 	t.Helper()
@@ -117,12 +117,15 @@ func verifyChains(t *testing.T, dir string, now time.Time) {
 		p.AppendCertsFromPEM(b)
 		return p
 	}
-	cluster, etcd := pool("ca.crt"), pool("etcd-ca.crt")
+	cluster, etcd, frontProxy := pool("ca.crt"), pool("etcd-ca.crt"), pool("front-proxy-ca.crt")
 	for where, pemData := range leafPEMs(t, dir) {
 		cert, _ := pki.ParseCert(pemData)
 		roots := cluster
-		if strings.HasPrefix(filepath.Base(where), "etcd-") || strings.HasPrefix(filepath.Base(where), "apiserver-etcd-") {
+		switch base := filepath.Base(where); {
+		case strings.HasPrefix(base, "etcd-") || strings.HasPrefix(base, "apiserver-etcd-"):
 			roots = etcd
+		case strings.HasPrefix(base, "front-proxy-"):
+			roots = frontProxy
 		}
 		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			t.Errorf("%s does not verify: %v", where, err)
@@ -158,9 +161,10 @@ func TestRenewCertificates(t *testing.T) {
 	dir := plannedCluster(t, p, "c", created, 2*time.Hour)
 	before := leafInfos(t, dir)
 	trusted := readFiles(t, dir, trustedFiles)
-	// 8 in pki (with the real node's kubelet-server) and 6 kubeconfigs.
-	if len(before) != 14 {
-		t.Fatalf("found %d leaves, want 14: %v", len(before), before)
+	// 9 in pki (with the real node's kubelet-server and the front
+	// proxy's client) and 6 kubeconfigs.
+	if len(before) != 15 {
+		t.Fatalf("found %d leaves, want 15: %v", len(before), before)
 	}
 
 	renewed, err := p.RenewCertificates(ctx, "c", time.Hour)

@@ -33,6 +33,11 @@ const (
 	mastersGroup  = "system:masters"
 	// etcdPeerCN is the only client etcd's peer port accepts.
 	etcdPeerCN = "etcd-peer"
+	// frontProxyClientCN is the API server's identity when it proxies a
+	// request to an extension API server; the only name those accept
+	// request headers from.
+	frontProxyClientCN = "front-proxy-client"
+	frontProxyCAName   = "ephemera-front-proxy-ca"
 )
 
 // writePKI creates the cluster's CAs, serving and client certificates and
@@ -50,6 +55,13 @@ func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time, valid
 		return nil, err
 	}
 	etcdCA, err := pki.NewCA("ephemera-etcd-ca", now)
+	if err != nil {
+		return nil, err
+	}
+	// The front proxy's CA signs only the API server's client certificate
+	// for extension API servers: they trust what it says about the user
+	// (the request headers) because of it, as kubeadm sets it up.
+	frontProxyCA, err := pki.NewCA(frontProxyCAName, now)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +94,7 @@ func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time, valid
 		{"kube-controller-manager-server", ca, pki.CertSpec{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
 		{"kube-scheduler-server", ca, pki.CertSpec{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Usage: pki.ServerAuth}},
 		{"apiserver-kubelet-client", ca, pki.CertSpec{CommonName: "kube-apiserver-kubelet-client", Organization: []string{mastersGroup}, Usage: pki.ClientAuth}},
+		{"front-proxy-client", frontProxyCA, pki.CertSpec{CommonName: frontProxyClientCN, Usage: pki.ClientAuth}},
 	}
 	if nodeIP.IsValid() {
 		issues = append(issues, issue{"kubelet-server", ca, pki.CertSpec{
@@ -91,7 +104,11 @@ func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time, valid
 			Usage:      pki.ServerAuth,
 		}})
 	}
-	files := map[string][]byte{"ca.crt": ca.CertPEM(), "etcd-ca.crt": etcdCA.CertPEM()}
+	files := map[string][]byte{"ca.crt": ca.CertPEM(), "etcd-ca.crt": etcdCA.CertPEM(), "front-proxy-ca.crt": frontProxyCA.CertPEM()}
+	// Kept to renew the front proxy's client certificate.
+	if files["front-proxy-ca.key"], err = frontProxyCA.KeyPEM(); err != nil {
+		return nil, err
+	}
 	if files["ca.key"], err = ca.KeyPEM(); err != nil {
 		return nil, err
 	}
@@ -277,6 +294,19 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 			"--kubelet-client-key=" + p("apiserver-kubelet-client.key"),
 			"--kubelet-certificate-authority=" + p("ca.crt"),
 			"--kubelet-preferred-address-types=InternalIP",
+			// Aggregation, as kubeadm sets it up: the API server proxies
+			// requests for APIServices to extension API servers with the
+			// front proxy's client certificate and the user in headers,
+			// and publishes the CA and header names in
+			// kube-system/extension-apiserver-authentication, where
+			// extension API servers (k8s.io/apiserver) read them.
+			"--requestheader-client-ca-file=" + p("front-proxy-ca.crt"),
+			"--requestheader-allowed-names=" + frontProxyClientCN,
+			"--requestheader-username-headers=X-Remote-User",
+			"--requestheader-group-headers=X-Remote-Group",
+			"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+			"--proxy-client-cert-file=" + p("front-proxy-client.crt"),
+			"--proxy-client-key-file=" + p("front-proxy-client.key"),
 		},
 		Env:    gcHoliday,
 		Health: "https://" + net.JoinHostPort(apiAddr, strconv.Itoa(ps.APIServer)) + "/readyz",
@@ -303,10 +333,12 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 			// The controller manager's own identity (in system:masters)
 			// runs them all instead.
 			"--use-service-account-credentials=false",
-			// The client CA comes from the flag; looking up the request
-			// header CA in kube-system fails until the API server has
-			// published it and makes the process exit.
+			// The client and request-header CAs come from flags; looking
+			// them up in kube-system fails until the API server has
+			// published them and makes the process exit.
 			"--authentication-skip-lookup=true",
+			"--requestheader-client-ca-file=" + p("front-proxy-ca.crt"),
+			"--requestheader-allowed-names=" + frontProxyClientCN,
 			"--service-cluster-ip-range=" + serviceSubnet,
 			"--cluster-cidr=" + podSubnet,
 			"--allocate-node-cidrs=true",
@@ -327,6 +359,8 @@ func plan(dir string, inst *kube.Installation, ps ports, apiAddr, serviceSubnet,
 			"--authorization-kubeconfig=" + f("kube-scheduler.kubeconfig"),
 			"--authentication-skip-lookup=true",
 			"--client-ca-file=" + p("ca.crt"),
+			"--requestheader-client-ca-file=" + p("front-proxy-ca.crt"),
+			"--requestheader-allowed-names=" + frontProxyClientCN,
 			"--bind-address=" + localhost,
 			"--secure-port=" + strconv.Itoa(ps.Scheduler),
 			"--tls-cert-file=" + p("kube-scheduler-server.crt"),
