@@ -5,11 +5,14 @@
 // It uses what ephemera gives every test process: KUBECONFIG, and
 // EPHEMERA_KUBERNETES_VERSION and EPHEMERA_ARTIFACTS in its environment.
 //
-//	smoke [--fail] [--sleep DURATION]
+//	smoke [--fail] [--sleep DURATION] [--resolve NAME]... [--unreachable HOST:PORT]...
 //
 // Tests: the API answers; the server's version is EPHEMERA_KUBERNETES_VERSION;
 // a ConfigMap can be written and read back. --fail adds a failing test,
-// --sleep waits first (to try timeouts). It exits 1 when a test failed.
+// --sleep waits first (to try timeouts), --resolve adds a test that NAME
+// resolves, --unreachable one that fails when HOST:PORT accepts a TCP
+// connection (to check what the runner must not reach). It exits 1 when a
+// test failed.
 //
 // Build and load it for a server's TestRuns:
 //
@@ -23,6 +26,7 @@ import (
 	"encoding/xml"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -54,6 +58,18 @@ type testSuite struct {
 func main() {
 	fail := flag.Bool("fail", false, "add a test that fails")
 	sleep := flag.Duration("sleep", 0, "wait this long before testing")
+	var resolve, unreachable []string
+	flag.Func("resolve", "a name that must resolve (repeatable)", func(s string) error {
+		resolve = append(resolve, s)
+		return nil
+	})
+	flag.Func("unreachable", "HOST:PORT that must not accept a TCP connection (repeatable)", func(s string) error {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return err
+		}
+		unreachable = append(unreachable, s)
+		return nil
+	})
 	flag.Parse()
 	if *sleep > 0 {
 		fmt.Printf("sleeping %s\n", *sleep)
@@ -126,6 +142,36 @@ func main() {
 		}
 		return nil
 	})
+	if len(resolve) > 0 {
+		run("TestResolve", func() error {
+			for _, name := range resolve {
+				addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("%s is %v\n", name, addrs)
+			}
+			return nil
+		})
+	}
+	if len(unreachable) > 0 {
+		run("TestUnreachable", func() error {
+			var reached []string
+			for _, addr := range unreachable {
+				conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+				if err != nil {
+					fmt.Printf("cannot reach %s: %v\n", addr, err)
+					continue
+				}
+				conn.Close()
+				reached = append(reached, addr)
+			}
+			if len(reached) > 0 {
+				return fmt.Errorf("reached %v", reached)
+			}
+			return nil
+		})
+	}
 	if *fail {
 		run("TestMeantToFail", func() error { return fmt.Errorf("asked to fail (--fail)") })
 	}

@@ -13,13 +13,13 @@ import (
 )
 
 // Gateway makes test clusters reachable from runner pods in the embedded
-// management plane. Those pods live in the management plane's network
-// namespace, where the host's loopback (on which control-plane-only
-// clusters listen) and other clusters' namespaces are out of reach. The
-// gateway listens on the host end of the management plane's veth, which
-// the pods reach directly, and forwards each connection to a cluster's
-// API server. TLS passes through untouched; the pods' kubeconfig names the
-// original host as tls-server-name.
+// management plane. Those pods are on the pod network of the management
+// plane's node, where the host's loopback (on which control-plane-only
+// clusters listen) is out of reach. The gateway listens on the host end of
+// the management plane's veth, which the pods reach through their node's
+// default route, masqueraded behind the node's address, and forwards each
+// connection to a cluster's API server. TLS passes through untouched; the
+// pods' kubeconfig names the original host as tls-server-name.
 type Gateway struct {
 	// Addr is the host address the pods dial.
 	Addr netip.Addr

@@ -84,7 +84,8 @@ type Options struct {
 	// ReapInterval is how often orphans are looked for.
 	ReapInterval time.Duration
 	// Gateway, when set, makes test clusters reachable from TestRun pods
-	// (embedded mode), which then use the node's network.
+	// (embedded mode), through the management plane node's route to the
+	// host.
 	Gateway *Gateway
 	// ArtifactsRoot, when set, is a host dir the management cluster's node
 	// shares, where TestRuns keep their artefacts; it is served under
@@ -264,7 +265,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	trr.Links, trr.LinkTTL = links, cmp.Or(opts.ArtifactLinkTTL, DefaultArtifactLinkTTL)
 	if opts.Gateway != nil {
-		trr.Gateway, trr.HostNetwork = opts.Gateway, true
+		trr.Gateway = opts.Gateway
 		defer opts.Gateway.Close()
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,7 +32,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/controller/testrun"
 	"github.com/ephemera-dev/ephemera/internal/runner"
+	ephemeraserver "github.com/ephemera-dev/ephemera/internal/server"
 )
 
 // smokeImage is examples/smoke, the example runner image.
@@ -217,7 +220,18 @@ func TestTestRuns(t *testing.T) {
 	})
 
 	// The next runs go at once; the server runs them side by side.
-	pass := testRun("pass")
+	// The passing run also checks that it resolves cluster names (the
+	// management plane's CoreDNS) and that it cannot reach the management
+	// plane's etcd: neither on its node's loopback, which a runner on the
+	// node's network (hostNetwork) would share, nor on the node's address.
+	mgmt := managementNode(t, h)
+	checks := []string{"--resolve", "kubernetes.default.svc.cluster.local"}
+	for _, host := range []string{"127.0.0.1", mgmt.NodeIP} {
+		for _, port := range []int{mgmt.EtcdClient, mgmt.EtcdPeer} {
+			checks = append(checks, "--unreachable", net.JoinHostPort(host, strconv.Itoa(port)))
+		}
+	}
+	pass := testRun("pass", checks...)
 	pass.Spec.Report = &v1alpha1.TestRunReport{GitHub: &v1alpha1.CommitStatusTarget{
 		Repo: "acme/charts", SHA: testSHA, URL: github.URL + "/api/v3/", TokenSecretRef: v1alpha1.SecretKeySelector{Name: "forge"},
 	}}
@@ -243,10 +257,10 @@ func TestTestRuns(t *testing.T) {
 	t.Run("a passing run reports success, keeps its log and deletes its cluster", func(t *testing.T) {
 		run := s.waitRun(ctx, t, "pass")
 		if run.Status.Phase != v1alpha1.TestRunSucceeded {
-			t.Fatalf("phase %s (%s), want Succeeded", run.Status.Phase, completeReason(run))
+			t.Fatalf("phase %s (%s), want Succeeded; its log:\n%s", run.Status.Phase, completeReason(run), h.run(ctx, "logs", "testrun", "pass").stdout)
 		}
-		if r := run.Status.Results; r == nil || r.Tests != 3 || r.Failures != 0 {
-			t.Errorf("results %+v, want 3 tests, 0 failures (from the JUnit the test wrote)", r)
+		if r := run.Status.Results; r == nil || r.Tests != 5 || r.Failures != 0 {
+			t.Errorf("results %+v, want 5 tests, 0 failures (from the JUnit the test wrote)", r)
 		}
 		if run.Status.ExitCode == nil || *run.Status.ExitCode != 0 {
 			t.Errorf("exit code %v, want 0", run.Status.ExitCode)
@@ -257,10 +271,20 @@ func TestTestRuns(t *testing.T) {
 		// The test checked the cluster with the mounted kubeconfig, through
 		// the gateway: its log says so, via the CLI and the server.
 		logs := h.must("logs", "testrun", "pass")
-		for _, want := range []string{"--- PASS: TestAPIAnswers", "--- PASS: TestVersion", "server version " + newVersion} {
+		for _, want := range []string{"--- PASS: TestAPIAnswers", "--- PASS: TestVersion", "server version " + newVersion, "--- PASS: TestResolve", "--- PASS: TestUnreachable"} {
 			if !strings.Contains(logs.stdout, want) {
 				t.Errorf("ephemera logs testrun pass lacks %q:\n%s", want, logs)
 			}
+		}
+		// Its pod ran on the management plane's node, on the pod network.
+		var pods corev1.PodList
+		if err := c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{testrun.LabelTestRun: "pass"}); err != nil || len(pods.Items) != 1 {
+			t.Fatalf("the runner pod of pass: %v, %d pods", err, len(pods.Items))
+		}
+		pod := pods.Items[0]
+		if pod.Spec.HostNetwork || pod.Status.HostIP != mgmt.NodeIP || pod.Status.PodIP == "" || pod.Status.PodIP == pod.Status.HostIP {
+			t.Errorf("runner pod: hostNetwork %v, node %s, pod IP %q; want the pod network of the management plane's node %s",
+				pod.Spec.HostNetwork, pod.Status.HostIP, pod.Status.PodIP, mgmt.NodeIP)
 		}
 		// The server's copy needs credentials: a token that may get the
 		// namespace's TestRuns.
@@ -535,6 +559,42 @@ func TestTestRuns(t *testing.T) {
 			t.Error("the forge token shows in a TestRun or the server log")
 		}
 	})
+}
+
+// managementPlaneNode is what the embedded management plane's cluster.json
+// says of its etcd and its node.
+type managementPlaneNode struct {
+	EtcdClient, EtcdPeer int
+	NodeIP               string
+}
+
+// managementNode reads the etcd ports and node address of the server's
+// management plane, which must have a real node.
+func managementNode(t *testing.T, h *harness) managementPlaneNode {
+	t.Helper()
+	path := filepath.Join(ephemeraserver.NewLayout(h.stateDir).ManagementPlaneStateDir(), "clusters", ephemeraserver.ManagementPlaneName, "cluster.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Ports struct {
+			EtcdClient int `json:"etcdClient"`
+			EtcdPeer   int `json:"etcdPeer"`
+		} `json:"ports"`
+		Node *struct {
+			Network struct {
+				NodeIP string `json:"nodeIP"`
+			} `json:"network"`
+		} `json:"node"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if st.Node == nil || st.Node.Network.NodeIP == "" || st.Ports.EtcdClient == 0 || st.Ports.EtcdPeer == 0 {
+		t.Fatalf("%s: no real node, node address or etcd ports:\n%s", path, b)
+	}
+	return managementPlaneNode{EtcdClient: st.Ports.EtcdClient, EtcdPeer: st.Ports.EtcdPeer, NodeIP: st.Node.Network.NodeIP}
 }
 
 func portOf(t *testing.T, addr string) string {

@@ -238,9 +238,11 @@ func (r *Reconciler) buildJob(run *v1alpha1.TestRun, tc *v1alpha1.TestCluster, e
 			ActiveDeadlineSeconds: ptr.To(int64(run.Spec.TimeoutOrDefault().Seconds())),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				// On the pod network, never the node's (hostNetwork): the
+				// node's loopback has the management plane's etcd and
+				// controllers on it.
 				Spec: corev1.PodSpec{
 					RestartPolicy:                 corev1.RestartPolicyNever,
-					HostNetwork:                   r.HostNetwork,
 					AutomountServiceAccountToken:  ptr.To(false),
 					EnableServiceLinks:            ptr.To(false),
 					TerminationGracePeriodSeconds: ptr.To[int64](10),

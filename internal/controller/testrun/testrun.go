@@ -70,12 +70,13 @@ type Reconciler struct {
 	Reader client.Reader
 	// Kube reads runner pods' logs.
 	Kube kubernetes.Interface
-	// Gateway, when set, is how runner pods reach clusters; nil means they
-	// reach the clusters' endpoints directly.
+	// Gateway, when set, is how runner pods reach clusters (the embedded
+	// management plane, whose pods reach the host end of its node's veth
+	// through the node's route and masquerade); nil means they reach the
+	// clusters' endpoints directly. Either way runner pods are on the pod
+	// network, never the node's: the node's loopback, where the management
+	// plane's etcd and controllers listen, is out of their reach.
 	Gateway Gateway
-	// HostNetwork runs runner pods in the node's network namespace (the
-	// embedded management plane, where the gateway is directly reachable).
-	HostNetwork bool
 	// ArtifactsRoot, when set, is a host dir the management cluster's node
 	// shares: each run's artefacts are kept in ArtifactsRoot/NS/NAME and
 	// their JUnit read from there. Otherwise artefacts live in the pod and
