@@ -37,6 +37,9 @@ type clusterState struct {
 	Ports ports `json:"ports"`
 	// Node is the real node's plan, when the cluster has one.
 	Node *realNode `json:"node,omitempty"`
+	// Advertise is how other machines reach the API server, when the
+	// provider advertises an address (see advertise.go).
+	Advertise *advertised `json:"advertise,omitempty"`
 	// Components are started by the supervisor in stage order.
 	Components []component `json:"components"`
 }
