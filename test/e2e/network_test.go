@@ -326,3 +326,37 @@ func TestNetworkBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulatedLoadBalancer: in clusters of simulated nodes only,
+// LoadBalancer Services get addresses in their status (nothing is routed
+// there), each cluster from a /28 of the LB network of its own, taken from
+// the top; deleting a cluster releases its range for the next one and
+// leaves nothing on the host (the harness's census).
+func TestSimulatedLoadBalancer(t *testing.T) {
+	h := newHarness(t)
+	create := func(name string) {
+		h.must("create", "cluster", name, "--simulated-nodes", "1", "--lb-network", "10.253.0.0/24")
+	}
+	service := func(cluster, name string) string {
+		h.mustKubectl(cluster, "create", "service", "loadbalancer", name, "--tcp=80:8080")
+		return h.waitLBAddress(cluster, name)
+	}
+	create("sim-a")
+	create("sim-b")
+	for _, c := range []struct{ cluster, service, want string }{
+		// The first Service takes the ingress address, the range's first.
+		{"sim-a", "web", "10.253.0.241"},
+		{"sim-a", "ssh", "10.253.0.242"},
+		{"sim-b", "web", "10.253.0.225"},
+	} {
+		if got := service(c.cluster, c.service); got != c.want {
+			t.Errorf("%s: Service %s got %s, want %s", c.cluster, c.service, got, c.want)
+		}
+	}
+	h.must("delete", "cluster", "sim-a")
+	create("sim-c")
+	if got := service("sim-c", "web"); got != "10.253.0.241" {
+		t.Errorf("sim-c: Service web got %s, want 10.253.0.241 (the range sim-a released)", got)
+	}
+	h.must("delete", "cluster", "sim-b", "sim-c")
+}

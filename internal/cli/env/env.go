@@ -33,8 +33,8 @@ type Env struct {
 	// HostNetwork is the host-side range of real-node clusters; empty
 	// means the provider's default.
 	HostNetwork string
-	// LBNetwork is the range real-node clusters take their LoadBalancer
-	// addresses from; empty means the provider's default.
+	// LBNetwork is the range clusters take their LoadBalancer addresses
+	// from; empty means the provider's default.
 	LBNetwork string
 	// IngressDomainBase names ingress domains of clusters without a
 	// domain; empty means the provider's default (sslip.io).

@@ -134,7 +134,7 @@ served on the addresses below. A metrics address off loopback is HTTPS, and
 	f.StringVar(&opts.externalURL, "external-url", "", "URL of the metrics address as others reach it, for commit statuses' links to /artifacts/ (default http://METRICS-ADDRESS on loopback, else https://)")
 	f.StringVar(&opts.metricsCertDir, "metrics-cert-dir", "", "dir with tls.crt and tls.key for a --metrics-bind-address off loopback (default: a self-signed certificate)")
 	f.StringVar(&e.HostNetwork, "host-network", "", "host-side range real-node clusters take a /30 from (env "+local.HostNetworkEnv+", default "+local.DefaultHostNetwork+")")
-	f.StringVar(&e.LBNetwork, "lb-network", "", "range real-node clusters take a /28 of LoadBalancer addresses from (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
+	f.StringVar(&e.LBNetwork, "lb-network", "", "range clusters take a /28 of LoadBalancer addresses from, routed into real-node clusters, in Services' status only for simulated-node ones (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
 	f.StringSliceVar(&e.DNSUpstream, "dns-upstream", nil, "resolvers clusters' DNS forwards external names to, ADDR[:PORT], unless their template sets network.dnsUpstream (env "+local.DNSUpstreamEnv+"; default: the host's)")
 	f.StringVar(&e.Domain, "domain", "", "make *.CLUSTER.DOMAIN resolve to each cluster's ingress address through ephemera's DNS forwarder, unless its template sets network.domain")
 	f.StringVar(&e.AdvertiseAddress, "advertise-address", "", "make the management plane and every cluster reachable from other machines on HOST[:PORT] (an address of this host; port default 6443), one TLS port routed by server name CLUSTER.DOMAIN; kubeconfigs handed out name it")

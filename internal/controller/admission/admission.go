@@ -285,7 +285,7 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 	r.mu.Unlock()
 	if dp.Create > 0 || wasInvalid {
 		tmpl := &v1alpha1.ClusterTemplate{}
-		version := ""
+		version, shared := "", ""
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.TemplateRef}, tmpl)
 		switch {
 		case apierrors.IsNotFound(err):
@@ -294,6 +294,7 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 			return err
 		default:
 			version = fmt.Sprintf("%s/%d", tmpl.ResourceVersion, p.Generation)
+			shared = sharedHostPort(p, tmpl)
 		}
 		// An invalid spec is terminal: nothing is built from the same
 		// template and pool until one of them changes.
@@ -307,6 +308,9 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 			r.mu.Lock()
 			delete(r.invalid, pk)
 			r.mu.Unlock()
+		}
+		if shared != "" {
+			invalid = shared
 		}
 		if problem != "" || invalid != "" {
 			dp.Provisioning -= dp.Create
@@ -354,6 +358,25 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 	// An update, not a patch: zero counts must be written too. A conflict
 	// (a stale cache) is retried by the next pass.
 	return client.IgnoreNotFound(r.Client.Status().Update(ctx, p))
+}
+
+// sharedHostPort says why the pool p cannot be built from tmpl: the
+// template maps a fixed host port, which only one cluster at a time can
+// bind, and the pool may hold more than one. It is empty when the pool can
+// be built.
+func sharedHostPort(p *v1alpha1.ClusterPool, tmpl *v1alpha1.ClusterTemplate) string {
+	maxSize := p.Spec.MaxSizeOrDefault()
+	if maxSize <= 1 {
+		return ""
+	}
+	for i, pm := range tmpl.Spec.Network.Ports {
+		if pm.HostPort != 0 {
+			return fmt.Sprintf("ClusterTemplate %q maps the fixed host port %d (spec.network.ports[%d].hostPort), which the pool's clusters (maxSize %d) cannot share: "+
+				"set hostPort 0 to give each cluster a free port, shown in its TestCluster's status.ports (or set the pool's maxSize to 1)",
+				tmpl.Name, pm.HostPort, i, maxSize)
+		}
+	}
+	return ""
 }
 
 func truncate(s string, n int) string {

@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +48,37 @@ func TestNewNameIsAShortDNSLabel(t *testing.T) {
 		if errs := validation.IsDNS1123Label(name); len(errs) > 0 || len(name) > 40 {
 			t.Errorf("prefix %q gives %q: %v (len %d)", prefix, name, errs, len(name))
 		}
+	}
+}
+
+func TestSharedHostPort(t *testing.T) {
+	tmpl := func(hostPorts ...int32) *v1alpha1.ClusterTemplate {
+		t := &v1alpha1.ClusterTemplate{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
+		for _, hp := range hostPorts {
+			t.Spec.Network.Ports = append(t.Spec.Network.Ports, v1alpha1.PortMapping{HostPort: hp, Port: 80})
+		}
+		return t
+	}
+	pool := func(maxSize *int32) *v1alpha1.ClusterPool {
+		return &v1alpha1.ClusterPool{Spec: v1alpha1.ClusterPoolSpec{TemplateRef: "web", MaxSize: maxSize}}
+	}
+	for _, tc := range []struct {
+		name string
+		pool *v1alpha1.ClusterPool
+		tmpl *v1alpha1.ClusterTemplate
+		want string // in the message; empty: no refusal
+	}{
+		{"no ports", pool(nil), tmpl(), ""},
+		{"hostPort 0", pool(ptr(int32(5))), tmpl(0, 0), ""},
+		{"fixed port, maxSize 1", pool(ptr(int32(1))), tmpl(8080), ""},
+		{"fixed port, default maxSize", pool(nil), tmpl(8080), "fixed host port 8080 (spec.network.ports[0].hostPort), which the pool's clusters (maxSize 10) cannot share: set hostPort 0"},
+		{"second mapping fixed", pool(ptr(int32(2))), tmpl(0, 2222), "spec.network.ports[1].hostPort"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sharedHostPort(tc.pool, tc.tmpl)
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Errorf("sharedHostPort = %q, want a message with %q", got, tc.want)
+			}
+		})
 	}
 }

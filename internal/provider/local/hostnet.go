@@ -162,6 +162,25 @@ func freePrefix(r netip.Prefix, bits int, used []netip.Prefix) (netip.Prefix, bo
 	return netip.Prefix{}, false
 }
 
+// lastFreePrefix returns the last prefix of the given length in r that
+// overlaps no network in used.
+func lastFreePrefix(r netip.Prefix, bits int, used []netip.Prefix) (netip.Prefix, bool) {
+	if !r.Addr().Is4() || bits < r.Bits() || bits > 32 {
+		return netip.Prefix{}, false
+	}
+	base := binary.BigEndian.Uint32(r.Addr().AsSlice())
+	size := uint32(1) << (32 - bits)
+	for i := uint64(1) << (bits - r.Bits()); i > 0; i-- {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], base+size*uint32(i-1))
+		s := netip.PrefixFrom(netip.AddrFrom4(b), bits)
+		if !overlapsAny(s, used) {
+			return s, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
 func overlapsAny(s netip.Prefix, used []netip.Prefix) bool {
 	for _, u := range used {
 		if u.Overlaps(s) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -16,9 +18,10 @@ import (
 // LBNetworkEnv overrides DefaultLBNetwork.
 const LBNetworkEnv = "EPHEMERA_LB_NETWORK"
 
-// DefaultLBNetwork is the range real-node clusters take their LoadBalancer
-// addresses from: a /28 each, which the host routes into the cluster's
-// network namespace. Its first address is the cluster's ingress address.
+// DefaultLBNetwork is the range clusters take their LoadBalancer addresses
+// from: a /28 each, which the host routes into a real-node cluster's
+// network namespace (a simulated-node cluster's addresses show in status
+// only). Its first address is the cluster's ingress address.
 const DefaultLBNetwork = "10.251.0.0/16"
 
 // lbBits is the size of a cluster's LoadBalancer range.
@@ -64,20 +67,62 @@ func checkLBNetwork(lb netip.Prefix, addrs []netip.Prefix, routes []hostRoute) e
 	return nil
 }
 
-// allocateLB picks a free /28 in lb: one no host address or route covers
-// (other clusters' ranges are routes through their veths). The caller holds
-// lockHostNetwork until the route is in (addLBRoute).
-func allocateLB(lb netip.Prefix) (netip.Prefix, error) {
-	addrs, err := hostAddresses()
+// allocateLB picks a free /28 in lb: one that no host address or route
+// covers (real-node clusters' ranges, of any state dir, are routes through
+// their veths) and that no cluster of clustersDir holds (a simulated-node
+// cluster's range is routed nowhere, see allocateStatusLB). It takes the
+// lowest one. The caller holds lockHostNetwork until the route is in
+// (addLBRoute).
+func allocateLB(lb netip.Prefix, clustersDir string) (netip.Prefix, error) {
+	used, err := usedLBRanges(lb, clustersDir)
 	if err != nil {
 		return netip.Prefix{}, err
+	}
+	s, ok := freePrefix(lb, lbBits, used)
+	if !ok {
+		return netip.Prefix{}, errLBFull(lb)
+	}
+	return s, nil
+}
+
+// allocateStatusLB picks the range of a cluster with simulated nodes only,
+// whose LoadBalancer Services get addresses in their status and nothing
+// else: no route, no host rule, nothing to remove but its plan. Like
+// allocateLB it avoids the host's networks, real-node clusters' routes and
+// this state dir's ranges, but it takes the highest free /28, so that real
+// nodes of other state dirs, which cannot see it and take the lowest, do
+// not take it too until lb is nearly full. The caller holds the state
+// dir's ports lock until the plan is written (see planCluster).
+func allocateStatusLB(lb netip.Prefix, clustersDir string) (netip.Prefix, error) {
+	used, err := usedLBRanges(lb, clustersDir)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	s, ok := lastFreePrefix(lb, lbBits, used)
+	if !ok {
+		return netip.Prefix{}, errLBFull(lb)
+	}
+	return s, nil
+}
+
+func errLBFull(lb netip.Prefix) error {
+	return fmt.Errorf("no free /%d left in the LoadBalancer network %s: delete clusters, or set a larger range with --lb-network or %s", lbBits, lb, LBNetworkEnv)
+}
+
+// usedLBRanges checks lb against the host's networks and returns what is
+// taken: the host's routes other than default routes, and the LoadBalancer
+// ranges of the clusters in clustersDir.
+func usedLBRanges(lb netip.Prefix, clustersDir string) ([]netip.Prefix, error) {
+	addrs, err := hostAddresses()
+	if err != nil {
+		return nil, err
 	}
 	routes, err := hostRoutes()
 	if err != nil {
-		return netip.Prefix{}, err
+		return nil, err
 	}
 	if err := checkLBNetwork(lb, addrs, routes); err != nil {
-		return netip.Prefix{}, err
+		return nil, err
 	}
 	used := make([]netip.Prefix, 0, len(routes))
 	for _, r := range routes {
@@ -85,11 +130,24 @@ func allocateLB(lb netip.Prefix) (netip.Prefix, error) {
 			used = append(used, r.Dst)
 		}
 	}
-	s, ok := freePrefix(lb, lbBits, used)
-	if !ok {
-		return netip.Prefix{}, fmt.Errorf("no free /%d left in the LoadBalancer network %s: delete clusters, or set a larger range with --lb-network or %s", lbBits, lb, LBNetworkEnv)
+	return append(used, clusterLBRanges(clustersDir)...), nil
+}
+
+// clusterLBRanges returns the LoadBalancer ranges the plans in clustersDir
+// hold, real-node and simulated-node clusters' alike.
+func clusterLBRanges(clustersDir string) []netip.Prefix {
+	entries, _ := os.ReadDir(clustersDir)
+	var out []netip.Prefix
+	for _, e := range entries {
+		var st clusterState
+		if err := readJSON(filepath.Join(clustersDir, e.Name(), clusterFile), &st); err != nil {
+			continue
+		}
+		if lb := st.lbRange(); lb.IsValid() {
+			out = append(out, lb)
+		}
 	}
-	return s, nil
+	return out
 }
 
 // checkLBFree fails when a host route covers lb, the range a stopped

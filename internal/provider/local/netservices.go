@@ -73,16 +73,7 @@ func (s *supervisor) startNetServices(ctx context.Context, files inherited, upst
 		runtime.KeepAlive(hostNS)
 	}()
 	ingress := ingressAddress(node.LB)
-	if node.LB.IsValid() {
-		go func() {
-			cfg := loadbalancer.Config{Range: node.LB, Logf: func(format string, args ...any) {
-				fmt.Fprintf(os.Stderr, "loadbalancer: "+format+"\n", args...)
-			}}
-			if err := loadbalancer.Run(ctx, s.watchClient, cfg); err != nil {
-				fmt.Fprintf(os.Stderr, "loadbalancer: stopped: %v\n", err)
-			}
-		}()
-	}
+	s.startLoadBalancer(ctx, node.LB)
 	for i, m := range node.HostPorts {
 		go func() {
 			if err := (&portproxy.Proxy{}).Serve(ctx, m, ports[i], ingress); err != nil {
@@ -91,6 +82,22 @@ func (s *supervisor) startNetServices(ctx context.Context, files inherited, upst
 		}()
 	}
 	return nil
+}
+
+// startLoadBalancer runs the LoadBalancer controller on the cluster's
+// range lb, if it has one, until ctx ends.
+func (s *supervisor) startLoadBalancer(ctx context.Context, lb netip.Prefix) {
+	if !lb.IsValid() {
+		return
+	}
+	go func() {
+		cfg := loadbalancer.Config{Range: lb, Logf: func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "loadbalancer: "+format+"\n", args...)
+		}}
+		if err := loadbalancer.Run(ctx, s.watchClient, cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "loadbalancer: stopped: %v\n", err)
+		}
+	}()
 }
 
 // localNamesTTL is how long localNames trusts what it read.

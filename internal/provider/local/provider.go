@@ -58,8 +58,8 @@ type Provider struct {
 	// every create of a real-node cluster.
 	hostNetworkErr error
 	durable        bool
-	// lbNetwork is where real-node clusters take their LoadBalancer
-	// ranges from; lbNetworkErr is why Options.LBNetwork was refused.
+	// lbNetwork is where clusters take their LoadBalancer ranges from;
+	// lbNetworkErr is why Options.LBNetwork was refused.
 	lbNetwork    netip.Prefix
 	lbNetworkErr error
 	// advertise is Options.AdvertiseAddress parsed; advertiseErr is why
@@ -96,9 +96,9 @@ type Options struct {
 	// says until Restart, which drops --unsafe-no-fsync for a durable
 	// provider.
 	Durable bool
-	// LBNetwork is the range real-node clusters take their LoadBalancer
-	// addresses from, a /28 each; empty means $EPHEMERA_LB_NETWORK, else
-	// DefaultLBNetwork.
+	// LBNetwork is the range clusters with a real node, or with simulated
+	// nodes only, take their LoadBalancer addresses from, a /28 each;
+	// empty means $EPHEMERA_LB_NETWORK, else DefaultLBNetwork.
 	LBNetwork string
 	// Network are defaults for the clusters' network settings.
 	Network NetworkOptions
@@ -268,6 +268,9 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 	if realNodes == 0 && len(spec.Network.Ports) > 0 {
 		return nil, fmt.Errorf("%w: network.ports forward host ports to a real node's ingress address: this cluster has no real node", errInvalid)
 	}
+	if statusLB(spec) && p.lbNetworkErr != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalid, p.lbNetworkErr)
+	}
 	if realNodes > 0 {
 		if p.hostNetworkErr != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalid, p.hostNetworkErr)
@@ -382,7 +385,7 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		if err != nil {
 			return fmt.Errorf("create cluster %q: %w", name, err)
 		}
-		lb, err := allocateLB(p.lbNetwork)
+		lb, err := allocateLB(p.lbNetwork, p.clustersDir())
 		if err != nil {
 			return fmt.Errorf("create cluster %q: %w", name, err)
 		}
@@ -500,8 +503,25 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 	return p.allocatePorts(ctx, func(ps ports) error {
 		st.Ports = ps
 		st.Endpoint = "https://" + localhost + ":" + strconv.Itoa(ps.APIServer)
+		if statusLB(st.Spec) {
+			// Under the ports lock, as the ports: the plan shows the
+			// range to the next create of this state dir.
+			lb, err := allocateStatusLB(p.lbNetwork, p.clustersDir())
+			if err != nil {
+				return err
+			}
+			st.LB = lb
+		}
 		return write()
 	})
+}
+
+// statusLB reports whether a cluster of spec gets a LoadBalancer range
+// whose addresses show in Services' status only: it has simulated nodes
+// and no real one. (A cluster without nodes gets none: nothing could run
+// behind its Services.)
+func statusLB(spec v1alpha1.ClusterTemplateSpec) bool {
+	return spec.Nodes.RealCount() == 0 && spec.Nodes.SimulatedCount() > 0
 }
 
 // reserve creates the cluster's dir with the create lock already held in

@@ -3,6 +3,7 @@ package local
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -40,8 +41,21 @@ type clusterState struct {
 	// Advertise is how other machines reach the API server, when the
 	// provider advertises an address (see advertise.go).
 	Advertise *advertised `json:"advertise,omitempty"`
+	// LB is the LoadBalancer range of a cluster with simulated nodes only
+	// (a real node's is Node.LB): its Services' addresses show in their
+	// status and lead nowhere. Clusters made before it existed have none.
+	LB netip.Prefix `json:"lb,omitzero"`
 	// Components are started by the supervisor in stage order.
 	Components []component `json:"components"`
+}
+
+// lbRange is the cluster's LoadBalancer range, the zero Prefix when it
+// has none.
+func (st clusterState) lbRange() netip.Prefix {
+	if st.Node != nil {
+		return st.Node.LB
+	}
+	return st.LB
 }
 
 // ports are the host ports a cluster listens on, all on 127.0.0.1.

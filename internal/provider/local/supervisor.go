@@ -100,6 +100,8 @@ func Supervise(ctx context.Context, dir string) error {
 			return fail(err)
 		}
 	}
+	// Simulated nodes only: addresses in the Services' status.
+	s.startLoadBalancer(ctx, st.LB)
 	go s.spawner()
 
 	var wg sync.WaitGroup

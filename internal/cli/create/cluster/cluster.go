@@ -62,6 +62,9 @@ the ingress address, goes to the first LoadBalancer Service (or the one
 annotated ephemera.dev/ingress: "true"); its domain is ADDRESS.sslip.io, or
 NAME.DOMAIN with --domain. --port maps a host port onto it, as k3d's
 --port 8080:80@loadbalancer does. 'ephemera get clusters -o wide' shows both.
+In a cluster of simulated nodes only, LoadBalancer Services get an address of
+its range too, in their status only (nothing is routed there), so that waits
+on them (helm --wait) end.
 
 --advertise-address HOST[:PORT] makes the API server reachable from other
 machines (a CI runner elsewhere) on that address of this host: every cluster
@@ -130,7 +133,7 @@ its spec. A cluster file looks like:
 	cmd.Flags().StringArrayVar(&opts.ports, "port", nil, "forward a host port to a port of the cluster's ingress address: [ADDR:]HOSTPORT:PORT[/tcp|/udp] (repeatable; ADDR defaults to 127.0.0.1, HOSTPORT 0 picks a free one)")
 	cmd.Flags().StringSliceVar(&opts.dnsUpstream, "dns-upstream", nil, "resolvers the cluster's DNS forwards external names to, ADDR[:PORT] (repeatable; env "+local.DNSUpstreamEnv+"; default: the host's, from /etc/resolv.conf)")
 	cmd.Flags().StringVar(&opts.domain, "domain", "", "make *.NAME.DOMAIN resolve to the cluster's ingress address through ephemera's DNS forwarder (default ingress domain: ADDRESS.sslip.io)")
-	cmd.Flags().StringVar(&e.LBNetwork, "lb-network", "", "range real-node clusters take a /28 of LoadBalancer addresses from (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
+	cmd.Flags().StringVar(&e.LBNetwork, "lb-network", "", "range clusters take a /28 of LoadBalancer addresses from, routed into real-node clusters, in Services' status only for simulated-node ones (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
 	cmd.Flags().StringVar(&e.AdvertiseAddress, "advertise-address", "", "make the API server reachable from other machines on HOST[:PORT] (an address of this host; port default 6443), shared by every cluster and routed by TLS server name; the kubeconfig names it")
 	cmd.Flags().StringVar(&e.IngressDomainBase, "ingress-domain-base", "", "wildcard-DNS service ingress domains are named under when there is no --domain (default "+local.DefaultIngressDomainBase+")")
 	return cmd
