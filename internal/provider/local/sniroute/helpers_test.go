@@ -28,7 +28,7 @@ type testCA struct {
 	cert tls.Certificate
 }
 
-func newTestCA(t *testing.T, dnsName string) testCA {
+func newTestCA(t testing.TB, dnsName string) testCA {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -82,7 +82,7 @@ type backend struct {
 	accepted atomic.Int64 // TCP connections accepted
 }
 
-func newBackend(t *testing.T, name, dnsName string) *backend {
+func newBackend(t testing.TB, name, dnsName string) *backend {
 	t.Helper()
 	b := &backend{ca: newTestCA(t, dnsName), dnsName: dnsName}
 	b.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -131,7 +131,7 @@ func (c *captureConn) Write(p []byte) (int, error) {
 
 // startRouter serves r on a loopback listener from Listen until the test
 // ends and returns its address; Serve's result is checked at the end.
-func startRouter(t *testing.T, r *Router) string {
+func startRouter(t testing.TB, r *Router) string {
 	t.Helper()
 	ln := listenLoopback(t, 0)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -147,7 +147,7 @@ func startRouter(t *testing.T, r *Router) string {
 }
 
 // listenLoopback is a listener from Listen on 127.0.0.1:port.
-func listenLoopback(t *testing.T, port uint16) net.Listener {
+func listenLoopback(t testing.TB, port uint16) net.Listener {
 	t.Helper()
 	f, err := Listen(netipLoopback(port))
 	if err != nil {
