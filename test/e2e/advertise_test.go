@@ -2,15 +2,23 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	ephemeraserver "github.com/ephemera-dev/ephemera/internal/server"
 	"github.com/ephemera-dev/ephemera/test/testhost"
 )
 
@@ -109,6 +117,53 @@ func TestAdvertise(t *testing.T) {
 	})
 	h.must("delete", "cluster", "adv-cp")
 	h.must("delete", "cluster", "adv-node")
+
+	t.Run("through serve: the server and a leased TestCluster from the runner", func(t *testing.T) {
+		// A server of its own state dir, on a port of its own: the
+		// routers of one port know the clusters of one server.
+		h := newHarness(t)
+		served := netip.AddrPortFrom(host, freeTCPPort(t, host))
+		s := h.startServer("--runner-node=false", "--advertise-address", served.String(), "--domain", "srv.test")
+		ctx := t.Context()
+		if err := s.client.Create(ctx, template("bare", 0)); err != nil {
+			t.Fatal(err)
+		}
+		tc := &v1alpha1.TestCluster{
+			ObjectMeta: metav1.ObjectMeta{Name: "remote", Namespace: "default"},
+			Spec:       v1alpha1.TestClusterSpec{TemplateRef: "bare", TTL: &metav1.Duration{Duration: time.Hour}},
+		}
+		if err := s.client.Create(ctx, tc); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if err := waitFor(wctx, func() (bool, string) {
+			err := s.client.Get(ctx, client.ObjectKeyFromObject(tc), tc)
+			return err == nil && tc.Status.Phase == v1alpha1.TestClusterReady, fmt.Sprintf("%v %+v", err, tc.Status)
+		}); err != nil {
+			t.Fatalf("TestCluster not Ready: %v", err)
+		}
+		secret := &corev1.Secret{}
+		if err := s.client.Get(ctx, types.NamespacedName{Namespace: "default", Name: tc.Status.KubeconfigSecret}, secret); err != nil {
+			t.Fatal(err)
+		}
+		server, err := os.ReadFile(ephemeraserver.NewLayout(h.stateDir).Kubeconfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for what, kc := range map[string][]byte{"the leased TestCluster's Secret": secret.Data["kubeconfig"], "the server's kubeconfig": server} {
+			cfg, err := clientcmd.Load(kc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]; c.Server != "https://"+served.String() || !strings.HasSuffix(c.TLSServerName, ".srv.test") {
+				t.Errorf("%s: server %q, tls-server-name %q; want https://%s and NAME.srv.test", what, c.Server, c.TLSServerName, served)
+			}
+			if _, err := fromRunner(t, kc, "").CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err != nil {
+				t.Errorf("%s from the runner: %v", what, err)
+			}
+		}
+	})
 }
 
 // freeTCPPort returns a port free on addr.
