@@ -28,6 +28,7 @@ import (
 	kubecache "github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 	"github.com/ephemera-dev/ephemera/internal/provider/local"
+	"github.com/ephemera-dev/ephemera/internal/server"
 )
 
 // Main runs the command line and returns the exit code. The first Ctrl-C (or
@@ -66,6 +67,10 @@ func Providers(e *env.Env) *provider.Registry {
 			Supervisor:  []string{self, supervise.CommandName},
 			HostNetwork: e.HostNetwork,
 			LBNetwork:   e.LBNetwork,
+			// A server's clusters share the address with its
+			// management plane.
+			AdvertiseAddress: e.AdvertiseAddress,
+			AdvertiseWith:    []string{server.NewLayout(e.StateDir).ManagementPlaneStateDir()},
 			Network: local.NetworkOptions{
 				IngressDomainBase: e.IngressDomainBase,
 				DNSUpstream:       e.DNSUpstream,

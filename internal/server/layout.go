@@ -78,6 +78,8 @@ func (l Layout) ManagementPlaneProvider(r *provider.Registry) (*local.Provider, 
 	}
 	opts := lp.Options()
 	opts.StateDir, opts.Durable = l.ManagementPlaneStateDir(), true
+	// It shares the advertised address with the clusters.
+	opts.AdvertiseWith = []string{l.stateDir}
 	// Its runner pods reach the clusters' API servers and ingress.
 	opts.Network.ReachClusters = true
 	return local.New(opts), nil

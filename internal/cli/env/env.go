@@ -43,6 +43,9 @@ type Env struct {
 	// (serve --dns-upstream, --domain).
 	DNSUpstream []string
 	Domain      string
+	// AdvertiseAddress makes clusters reachable from other machines
+	// (create cluster and serve --advertise-address).
+	AdvertiseAddress string
 	// ServerKubeconfig is the management plane's kubeconfig, from
 	// --server-kubeconfig; empty means ServerKubeconfigPath's default.
 	ServerKubeconfig string

@@ -88,6 +88,12 @@ its spec or 'ephemera extend' asks; the TestCluster's LeaseCapped condition
 names the cap. Bound clusters survive restarts of serve and of the host: they
 are restarted on their data, never deleted at start (docs/server.md).
 
+With --advertise-address HOST[:PORT], CI runners on other machines use the
+server and its clusters: the management plane and every cluster share that one
+TLS port of the host, routed by server name (CLUSTER.DOMAIN with --domain,
+else CLUSTER.A-B-C-D.sslip.io), TLS passed through; the kubeconfigs handed out
+(the server's, TestClusters' Secrets, the CLI's) name that address.
+
 Clusters are created by the local provider under --state-dir, so
 'ephemera get clusters' lists them too. /metrics and /healthz, /readyz are
 served on the addresses below. A metrics address off loopback is HTTPS, and
@@ -131,6 +137,7 @@ served on the addresses below. A metrics address off loopback is HTTPS, and
 	f.StringVar(&e.LBNetwork, "lb-network", "", "range clusters take a /28 of LoadBalancer addresses from, routed into real-node clusters, in Services' status only for simulated-node ones (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
 	f.StringSliceVar(&e.DNSUpstream, "dns-upstream", nil, "resolvers clusters' DNS forwards external names to, ADDR[:PORT], unless their template sets network.dnsUpstream (env "+local.DNSUpstreamEnv+"; default: the host's)")
 	f.StringVar(&e.Domain, "domain", "", "make *.CLUSTER.DOMAIN resolve to each cluster's ingress address through ephemera's DNS forwarder, unless its template sets network.domain")
+	f.StringVar(&e.AdvertiseAddress, "advertise-address", "", "make the management plane and every cluster reachable from other machines on HOST[:PORT] (an address of this host; port default 6443), one TLS port routed by server name CLUSTER.DOMAIN; kubeconfigs handed out name it")
 	f.StringVar(&e.IngressDomainBase, "ingress-domain-base", "", "wildcard-DNS service ingress domains are named under without a domain (default "+local.DefaultIngressDomainBase+")")
 	f.DurationVar(&opts.artifactLinkTTL, "artifact-link-ttl", server.DefaultArtifactLinkTTL, "how long the signed /artifacts/ links on commit statuses work")
 	return cmd

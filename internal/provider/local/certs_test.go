@@ -26,7 +26,7 @@ func plannedCluster(t *testing.T, p *Provider, name string, now time.Time, valid
 	t.Helper()
 	dir := makeClusterDir(t, p, name)
 	write(t, filepath.Join(dir, clusterFile), testPlan(name))
-	ca, err := writePKI(dir, defaultServiceSubnet, netip.MustParseAddr("10.250.0.2"), now, validity)
+	ca, err := writePKI(dir, defaultServiceSubnet, netip.MustParseAddr("10.250.0.2"), nil, now, validity)
 	if err != nil {
 		t.Fatal(err)
 	}

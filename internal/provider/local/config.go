@@ -45,7 +45,7 @@ const (
 // Every cluster gets the API server's client certificate for kubelets (the
 // API server's flags name it); one with a real node (nodeIP valid) also
 // gets the kubelet's serving certificate.
-func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time, validity time.Duration) (*pki.CA, error) {
+func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, serverNames []string, now time.Time, validity time.Duration) (*pki.CA, error) {
 	pkiPath := filepath.Join(dir, pkiDir)
 	if err := os.MkdirAll(pkiPath, 0o700); err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func writePKI(dir, serviceSubnet string, nodeIP netip.Addr, now time.Time, valid
 	issues := []issue{
 		{"apiserver", ca, pki.CertSpec{
 			CommonName: "kube-apiserver",
-			DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + clusterDomain},
+			DNSNames:   append([]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + clusterDomain}, serverNames...),
 			IPs:        apiIPs,
 			Usage:      pki.ServerAuth,
 		}},

@@ -15,7 +15,7 @@ import (
 // flags name is written by writePKI and writeKubeconfigs.
 func TestPlanFilesExist(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := writePKI(dir, defaultServiceSubnet, netip.Addr{}, testCreatedAt, 0)
+	ca, err := writePKI(dir, defaultServiceSubnet, netip.Addr{}, nil, testCreatedAt, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

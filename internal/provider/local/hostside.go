@@ -108,23 +108,33 @@ func closeFiles(files []*os.File) {
 	}
 }
 
-// inherited are the files a real-node cluster's supervisor was given.
+// inherited are the files a cluster's supervisor was given: a real node's
+// host-side sockets, and the advertised address's socket last, when the
+// cluster has one (the only file of a supervisor without a real node).
 type inherited struct {
 	hostNetns, dnsUDP, dnsTCP *os.File
 	ports                     []*os.File
+	advertise                 *os.File
 }
 
 // takeInheritedFiles returns the files the supervisor was given, marked
 // close-on-exec so that the processes it starts do not inherit them.
-func takeInheritedFiles(node *realNode) inherited {
-	n := firstPortFD + len(node.HostPorts)
-	for fd := hostNetnsFD; fd < n; fd++ {
+func takeInheritedFiles(st clusterState) inherited {
+	f := func(fd int) *os.File {
 		syscall.CloseOnExec(fd)
+		return os.NewFile(uintptr(fd), "inherited-"+strconv.Itoa(fd))
 	}
-	f := func(fd int) *os.File { return os.NewFile(uintptr(fd), "inherited-"+strconv.Itoa(fd)) }
-	in := inherited{hostNetns: f(hostNetnsFD), dnsUDP: f(dnsUDPFD), dnsTCP: f(dnsTCPFD)}
-	for i := range node.HostPorts {
-		in.ports = append(in.ports, f(firstPortFD+i))
+	var in inherited
+	next := hostNetnsFD
+	if node := st.Node; node != nil {
+		in = inherited{hostNetns: f(hostNetnsFD), dnsUDP: f(dnsUDPFD), dnsTCP: f(dnsTCPFD)}
+		for i := range node.HostPorts {
+			in.ports = append(in.ports, f(firstPortFD+i))
+		}
+		next = firstPortFD + len(node.HostPorts)
+	}
+	if st.Advertise != nil {
+		in.advertise = f(next)
 	}
 	return in
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/flock"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/provider/local/sniroute"
 )
 
 // Name is the provider's registered name.
@@ -61,6 +62,10 @@ type Provider struct {
 	// lbNetworkErr is why Options.LBNetwork was refused.
 	lbNetwork    netip.Prefix
 	lbNetworkErr error
+	// advertise is Options.AdvertiseAddress parsed; advertiseErr is why
+	// it was refused.
+	advertise    netip.AddrPort
+	advertiseErr error
 	net          NetworkOptions
 	// opts are the options New was given, StateDir made absolute.
 	opts Options
@@ -97,6 +102,15 @@ type Options struct {
 	LBNetwork string
 	// Network are defaults for the clusters' network settings.
 	Network NetworkOptions
+	// AdvertiseAddress, HOST[:PORT], makes every cluster's API server
+	// reachable from other machines on that one address of the host,
+	// routed by TLS server name (see advertise.go). Empty: clusters are
+	// reached on their own addresses, from this host.
+	AdvertiseAddress string
+	// AdvertiseWith are other state dirs whose clusters share the
+	// advertised address: every supervisor routes their clusters too (a
+	// server's clusters and its management plane).
+	AdvertiseWith []string
 }
 
 // NetworkOptions are a provider's defaults for what a template's network
@@ -148,6 +162,13 @@ func New(opts Options) *Provider {
 		}
 	}
 	p.net.IngressDomainBase = cmp.Or(p.net.IngressDomainBase, DefaultIngressDomainBase)
+	if opts.AdvertiseAddress != "" {
+		addrs, err := hostAddresses()
+		if err == nil {
+			p.advertise, err = ParseAdvertise(opts.AdvertiseAddress, addrs)
+		}
+		p.advertiseErr = err
+	}
 	return p
 }
 
@@ -241,6 +262,9 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 	if err != nil {
 		return nil, err
 	}
+	if p.advertiseErr != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalid, p.advertiseErr)
+	}
 	if realNodes == 0 && len(spec.Network.Ports) > 0 {
 		return nil, fmt.Errorf("%w: network.ports forward host ports to a real node's ingress address: this cluster has no real node", errInvalid)
 	}
@@ -299,6 +323,15 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		}
 		defer closeFiles(portFiles)
 	}
+	// The advertised address too: a port another program holds fails
+	// the create before anything exists.
+	var advertiseFile *os.File
+	if p.advertise.IsValid() {
+		if advertiseFile, err = sniroute.Listen(p.advertise); err != nil {
+			return fmt.Errorf("create cluster %q: %w", name, err)
+		}
+		defer advertiseFile.Close()
+	}
 	// The create lock tells others a create is under way; if this process
 	// dies, the kernel drops it and the cluster shows as broken.
 	lock, err := p.reserve(name, opts.Labels)
@@ -330,6 +363,14 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		KubernetesVersion: inst.Version,
 		Spec:              spec,
 		CreatedAt:         p.now().UTC(),
+	}
+	if p.advertise.IsValid() {
+		st.Advertise = &advertised{Address: p.advertise, ServerName: apiServerName(name, strings.TrimSuffix(strings.ToLower(cmp.Or(spec.Network.Domain, p.net.Domain)), "."), p.net.IngressDomainBase, p.advertise.Addr())}
+		for _, d := range p.opts.AdvertiseWith {
+			if abs, err := filepath.Abs(d); err == nil {
+				st.Advertise.RouteAlso = append(st.Advertise.RouteAlso, filepath.Join(abs, "clusters"))
+			}
+		}
 	}
 	if realNodes > 0 {
 		// The network comes first: its addresses go into the certificates.
@@ -371,10 +412,18 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		return fmt.Errorf("plan cluster %q: %w", name, err)
 	}
 	if st.Node == nil {
-		_, err := p.startSupervisor(ctx, dir, nil)
+		_, err := p.startSupervisor(ctx, dir, optionalFile(advertiseFile), false)
 		return err
 	}
-	return p.startRealNode(ctx, dir, st, portFiles)
+	return p.startRealNode(ctx, dir, st, append(portFiles, optionalFile(advertiseFile)...))
+}
+
+// optionalFile returns f as a list of files, none when f is nil.
+func optionalFile(f *os.File) []*os.File {
+	if f == nil {
+		return nil
+	}
+	return []*os.File{f}
 }
 
 // startRealNode starts the supervisor of a real-node cluster in a new
@@ -387,7 +436,7 @@ func (p *Provider) startRealNode(ctx context.Context, dir string, st clusterStat
 		return err
 	}
 	defer closeFiles(files[:firstPortFD-3])
-	pid, err := p.startSupervisor(ctx, dir, files)
+	pid, err := p.startSupervisor(ctx, dir, files, true)
 	if err != nil {
 		return err
 	}
@@ -415,7 +464,11 @@ func (p *Provider) planCluster(ctx context.Context, dir string, inst *kube.Insta
 	if st.Node != nil {
 		nodeIP = st.Node.Network.NodeIP
 	}
-	ca, err := writePKI(dir, st.Spec.Network.ServiceSubnet, nodeIP, st.CreatedAt, p.leafValidity)
+	var names []string
+	if st.Advertise != nil {
+		names = append(names, st.Advertise.ServerName)
+	}
+	ca, err := writePKI(dir, st.Spec.Network.ServiceSubnet, nodeIP, names, st.CreatedAt, p.leafValidity)
 	if err != nil {
 		return fmt.Errorf("create certificates: %w", err)
 	}
@@ -555,10 +608,10 @@ func (p *Provider) removeStaleReservations() {
 //
 // The supervisor of a real-node cluster starts in a new network namespace,
 // the cluster's, and a new mount namespace (see prepareNode), with files:
-// its host-side sockets (see hostSideFiles). Without files it runs in the
-// host's namespaces.
-func (p *Provider) startSupervisor(ctx context.Context, dir string, files []*os.File) (int, error) {
-	realNode := files != nil
+// its host-side sockets (see hostSideFiles). Otherwise it runs in the
+// host's namespaces, with the advertised address's socket as its only file
+// when the cluster has one.
+func (p *Provider) startSupervisor(ctx context.Context, dir string, files []*os.File, realNode bool) (int, error) {
 	if len(p.supervisor) == 0 {
 		return 0, errors.New("no supervisor command configured")
 	}
@@ -654,7 +707,14 @@ func (p *Provider) Kubeconfig(ctx context.Context, name string) ([]byte, error) 
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("cluster %q has no kubeconfig: its create was interrupted; delete it and create it again", name)
 	}
-	return b, err
+	if err != nil {
+		return nil, err
+	}
+	var st clusterState
+	if err := readJSON(filepath.Join(p.clusterDir(name), clusterFile), &st); err == nil && st.Advertise != nil {
+		return advertiseKubeconfig(b, *st.Advertise, resolvesTo)
+	}
+	return b, nil
 }
 
 // Delete implements provider.Provider. It marks the cluster as deleting,

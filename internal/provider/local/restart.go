@@ -12,6 +12,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/flock"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/provider/local/sniroute"
 )
 
 var _ provider.Restarter = (*Provider)(nil)
@@ -88,13 +89,20 @@ func (p *Provider) Restart(ctx context.Context, name string) (err error) {
 			_ = stopCluster(cleanupCtx, dir)
 		}
 	}()
+	var advertiseFile *os.File
+	if st.Advertise != nil {
+		if advertiseFile, err = sniroute.Listen(st.Advertise.Address); err != nil {
+			return fmt.Errorf("restart cluster %q: %w", name, err)
+		}
+		defer advertiseFile.Close()
+	}
 	if st.Node == nil {
-		if _, err := p.startSupervisor(ctx, dir, nil); err != nil {
+		if _, err := p.startSupervisor(ctx, dir, optionalFile(advertiseFile), false); err != nil {
 			return fmt.Errorf("restart cluster %q: %w", name, err)
 		}
 		return nil
 	}
-	if err := p.restartRealNode(ctx, dir, st); err != nil {
+	if err := p.restartRealNode(ctx, dir, st, optionalFile(advertiseFile)); err != nil {
 		return fmt.Errorf("restart cluster %q: %w", name, err)
 	}
 	return nil
@@ -123,7 +131,7 @@ func makeDurable(dir string, st *clusterState) error {
 // network namespace and connects it with the cluster's recorded network,
 // LoadBalancer range and host ports, holding the host-wide network lock as
 // Create does.
-func (p *Provider) restartRealNode(ctx context.Context, dir string, st clusterState) error {
+func (p *Provider) restartRealNode(ctx context.Context, dir string, st clusterState, advertiseFiles []*os.File) error {
 	unlock, err := lockHostNetwork(ctx)
 	if err != nil {
 		return err
@@ -142,7 +150,7 @@ func (p *Provider) restartRealNode(ctx context.Context, dir string, st clusterSt
 		return err
 	}
 	defer closeFiles(portFiles)
-	return p.startRealNode(ctx, dir, st, portFiles)
+	return p.startRealNode(ctx, dir, st, append(portFiles, advertiseFiles...))
 }
 
 // stopCluster kills every process of the cluster in dir, pods included

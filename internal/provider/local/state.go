@@ -38,6 +38,9 @@ type clusterState struct {
 	Ports ports `json:"ports"`
 	// Node is the real node's plan, when the cluster has one.
 	Node *realNode `json:"node,omitempty"`
+	// Advertise is how other machines reach the API server, when the
+	// provider advertises an address (see advertise.go).
+	Advertise *advertised `json:"advertise,omitempty"`
 	// LB is the LoadBalancer range of a cluster with simulated nodes only
 	// (a real node's is Node.LB): its Services' addresses show in their
 	// status and lead nowhere. Clusters made before it existed have none.

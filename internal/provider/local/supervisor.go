@@ -78,9 +78,14 @@ func Supervise(ctx context.Context, dir string) error {
 	if err := s.setupClients(); err != nil {
 		return fail(err)
 	}
+	// Before anything is started, which would inherit them.
+	files := takeInheritedFiles(st)
+	if files.advertise != nil {
+		if err := s.routeAdvertised(ctx, files); err != nil {
+			return fail(err)
+		}
+	}
 	if st.Node != nil {
-		// Before anything is started, which would inherit them.
-		files := takeInheritedFiles(st.Node)
 		upstreams, err := dnsUpstreams(st.Node)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "dns: %v\n", err)

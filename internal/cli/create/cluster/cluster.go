@@ -66,6 +66,14 @@ In a cluster of simulated nodes only, LoadBalancer Services get an address of
 its range too, in their status only (nothing is routed there), so that waits
 on them (helm --wait) end.
 
+--advertise-address HOST[:PORT] makes the API server reachable from other
+machines (a CI runner elsewhere) on that address of this host: every cluster
+given the same address shares its one TLS port, routed by the server name
+NAME.DOMAIN (with --domain) or NAME.A-B-C-D.sslip.io, and TLS passes through
+to the cluster, so its kubeconfig verifies the cluster's own CA and works for
+that cluster alone. The kubeconfig names the address, with the server name as
+tls-server-name unless that name resolves to the address.
+
 The command returns once the API answers and, within --wait, every node is
 Ready and pods can be created. The cluster keeps running after the command
 exits; remove it with 'ephemera delete cluster NAME'. If creating fails or is
@@ -100,7 +108,8 @@ its spec. A cluster file looks like:
   ephemera create cluster -f cluster.yaml
   ephemera create cluster fast --wait 0   # return as soon as the API answers
   ephemera create cluster web --port 8080:80 --port 0.0.0.0:2222:22   # host ports onto the ingress address
-  ephemera create cluster pr-42 --domain ci.example   # *.pr-42.ci.example resolves to its ingress address`,
+  ephemera create cluster pr-42 --domain ci.example   # *.pr-42.ci.example resolves to its ingress address
+  ephemera create cluster shared --advertise-address 192.0.2.10   # reachable from other machines on 192.0.2.10:6443`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
@@ -125,6 +134,7 @@ its spec. A cluster file looks like:
 	cmd.Flags().StringSliceVar(&opts.dnsUpstream, "dns-upstream", nil, "resolvers the cluster's DNS forwards external names to, ADDR[:PORT] (repeatable; env "+local.DNSUpstreamEnv+"; default: the host's, from /etc/resolv.conf)")
 	cmd.Flags().StringVar(&opts.domain, "domain", "", "make *.NAME.DOMAIN resolve to the cluster's ingress address through ephemera's DNS forwarder (default ingress domain: ADDRESS.sslip.io)")
 	cmd.Flags().StringVar(&e.LBNetwork, "lb-network", "", "range clusters take a /28 of LoadBalancer addresses from, routed into real-node clusters, in Services' status only for simulated-node ones (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
+	cmd.Flags().StringVar(&e.AdvertiseAddress, "advertise-address", "", "make the API server reachable from other machines on HOST[:PORT] (an address of this host; port default 6443), shared by every cluster and routed by TLS server name; the kubeconfig names it")
 	cmd.Flags().StringVar(&e.IngressDomainBase, "ingress-domain-base", "", "wildcard-DNS service ingress domains are named under when there is no --domain (default "+local.DefaultIngressDomainBase+")")
 	return cmd
 }

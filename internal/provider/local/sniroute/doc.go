@@ -1,0 +1,3 @@
+// Package sniroute routes TLS connections by the server name of their
+// ClientHello (SNI) to per-cluster backends, passing TLS through untouched.
+package sniroute
