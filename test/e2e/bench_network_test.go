@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -106,16 +107,18 @@ func waitServiceAddress(b *testing.B, kubeconfig []byte, name string) string {
 }
 
 // waitHTTP200 GETs url from the host until it answers 200 with a body
-// containing want. A try whose connection is not set up within 200 ms (the
-// address not routed or forwarded yet) is given up and retried at once;
-// a refused one is retried after 10 ms.
+// containing want, 10 ms after each failed try; a try whose connection is
+// not set up within 200 ms (the address not routed or forwarded yet) has
+// failed. It logs the number of tries and the first failure.
 func waitHTTP200(b *testing.B, url, want string) {
 	b.Helper()
+	tries, first := 0, error(nil)
 	tr := &http.Transport{DialContext: (&net.Dialer{Timeout: 200 * time.Millisecond}).DialContext, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
+		tries++
 		resp, err := c.Get(url)
 		if err == nil {
 			body, rerr := io.ReadAll(resp.Body)
@@ -124,9 +127,16 @@ func waitHTTP200(b *testing.B, url, want string) {
 				if !strings.Contains(string(body), want) {
 					b.Fatalf("GET %s: 200 with %q, want %q in it", url, body, want)
 				}
+				b.Logf("GET %s: 200 at try %d; the first failed with: %v", url, tries, first)
 				return
 			}
-			err = fmt.Errorf("%s (read: %v)", resp.Status, rerr)
+			err = errors.New(resp.Status)
+			if rerr != nil {
+				err = fmt.Errorf("%s: %w", resp.Status, rerr)
+			}
+		}
+		if first == nil {
+			first = err
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("GET %s: no 200 after 2 minutes: %v", url, err)
