@@ -4,6 +4,7 @@
 //
 //	hello serve [ADDR]   serve "hello from HOSTNAME" on ADDR (default :8080)
 //	hello get URL [FOR]  print the body of URL, retrying for up to FOR (30s; 0: one try)
+//	hello download URL   read URL's body once, print its size, the seconds taken and MB/s
 //	hello sleep          wait until killed (a pod to exec into)
 package main
 
@@ -20,7 +21,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: hello serve [ADDR] | get URL [FOR] | sleep")
+		fmt.Fprintln(os.Stderr, "usage: hello serve [ADDR] | get URL [FOR] | download URL | sleep")
 		os.Exit(2)
 	}
 	var err error
@@ -43,12 +44,18 @@ func main() {
 			}
 		}
 		err = get(os.Args[2], wait)
+	case "download":
+		if len(os.Args) != 3 {
+			err = fmt.Errorf("usage: hello download URL")
+			break
+		}
+		err = download(os.Args[2])
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
 		<-ctx.Done()
 	default:
-		err = fmt.Errorf("unknown command %q: want serve, get or sleep", os.Args[1])
+		err = fmt.Errorf("unknown command %q: want serve, get, download or sleep", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
@@ -101,4 +108,25 @@ func get(url string, wait time.Duration) error {
 		fmt.Fprintln(os.Stderr, "retrying:", err)
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// download reads url's body once and prints "BYTES bytes in SECONDS s,
+// MB/s MB/s", timed from the request to the body's last byte.
+func download(url string) error {
+	start := time.Now()
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return fmt.Errorf("%s: after %d bytes: %w", url, n, err)
+	}
+	secs := time.Since(start).Seconds()
+	fmt.Printf("%d bytes in %.6f s, %.1f MB/s\n", n, secs, float64(n)/secs/1e6)
+	return nil
 }

@@ -32,18 +32,25 @@ func reportDurations(b *testing.B, prefix string, ds []time.Duration) {
 	b.ReportMetric(float64(ds[len(ds)-1].Milliseconds()), prefix+"-max-ms")
 }
 
+// benchHarness is newHarness for a benchmark, with a short state dir (unix
+// socket paths under it must stay short): when the benchmark ends it
+// deletes every cluster and checks that nothing is left on the host.
 func benchHarness(b *testing.B) *harness {
-	t := &testing.T{}
 	dir, err := os.MkdirTemp("", "ephemera-bench-")
 	if err != nil {
 		b.Fatal(err)
 	}
+	h := &harness{t: b, stateDir: dir}
+	before := snapshotHost()
 	b.Cleanup(func() {
-		h := &harness{t: t, stateDir: dir}
-		h.run(context.Background(), "delete", "cluster", "--all")
+		if r := h.run(context.Background(), "delete", "cluster", "--all"); r.err != nil {
+			b.Errorf("cleanup: delete --all: %s", r)
+		}
+		h.assertNothingLeft()
+		h.assertHostClean(before)
 		os.RemoveAll(dir)
 	})
-	return &harness{t: t, stateDir: dir}
+	return h
 }
 
 // BenchmarkCreateAPIUsable times `create cluster --wait 0`: from starting
