@@ -112,8 +112,12 @@ func advertiseKubeconfig(kubeconfig []byte, a advertised, resolves func(name str
 }
 
 // resolvesTo tells whether name resolves to addr, asking for at most a
-// second.
+// second. Names under the TLDs reserved for tests and local use (RFC 2606,
+// RFC 6761, .internal) resolve nowhere public: they are not looked up.
 func resolvesTo(name string, addr netip.Addr) bool {
+	if reservedName(name) {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
@@ -191,4 +195,18 @@ func (s *supervisor) routeAdvertised(ctx context.Context, files inherited) error
 		runtime.KeepAlive(files.hostNetns)
 	}()
 	return nil
+}
+
+// reservedName tells whether name is under a TLD that public DNS never
+// answers: test, example, invalid, localhost, local, internal.
+func reservedName(name string) bool {
+	tld := strings.ToLower(strings.TrimSuffix(name, "."))
+	if i := strings.LastIndexByte(tld, '.'); i >= 0 {
+		tld = tld[i+1:]
+	}
+	switch tld {
+	case "test", "example", "invalid", "localhost", "local", "internal":
+		return true
+	}
+	return false
 }

@@ -122,3 +122,17 @@ func TestAdvertisedBackends(t *testing.T) {
 		t.Errorf("a new cluster: lookup = %q, %v; want 10.250.0.6:6443", got, ok)
 	}
 }
+
+func TestReservedName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"a.ci.test": true, "a.ci.test.": true, "a.CI.EXAMPLE": true, "x.invalid": true, "m.internal": true,
+		"a.192-0-2-10.sslip.io": false, "pr-42.ci.example.com": false, "test": true, "example.org": false,
+	} {
+		if got := reservedName(name); got != want {
+			t.Errorf("reservedName(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if resolvesTo("a.ci.test", netip.MustParseAddr("192.0.2.10")) {
+		t.Error("a name under .test resolved")
+	}
+}
