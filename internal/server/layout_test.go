@@ -87,6 +87,8 @@ func TestLayoutManagementPlane(t *testing.T) {
 	want := clusters
 	want.StateDir, want.Durable = "/var/lib/ephemera/server", true
 	want.Network.ReachClusters = true
+	// It shares an advertised address with the clusters of the state dir.
+	want.AdvertiseWith = []string{"/var/lib/ephemera"}
 	if diff := cmp.Diff(want, mp.Provider.Options()); diff != "" {
 		t.Errorf("management plane provider's options (-want +got):\n%s", diff)
 	}
