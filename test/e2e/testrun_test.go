@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,6 +37,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/controller/testrun"
 	"github.com/ephemera-dev/ephemera/internal/runner"
 	ephemeraserver "github.com/ephemera-dev/ephemera/internal/server"
+	"github.com/ephemera-dev/ephemera/test/testhost"
 )
 
 // smokeImage is examples/smoke, the example runner image.
@@ -145,9 +148,19 @@ func TestTestRuns(t *testing.T) {
 	// over TLS with a certificate of ours.
 	port := portOf(t, freeAddr(t))
 	certDir, pool := servingCert(t)
+	// The server advertises an address (the host's side of a test host's
+	// link): the clusters' kubeconfigs name it, so the runners reach their
+	// clusters through the gateway, then the SNI router.
+	runners := testhost.New(t, "runners")
+	adv := netip.AddrPortFrom(runners.HostSideAddr(), freeTCPPort(t, runners.HostSideAddr()))
 	s := h.startServer("--max-clusters", "8", "--metrics-bind-address", "0.0.0.0:"+port,
-		"--metrics-cert-dir", certDir, "--external-url", "https://127.0.0.1:"+port)
+		"--metrics-cert-dir", certDir, "--external-url", "https://127.0.0.1:"+port, "--advertise-address", adv.String())
 	s.metricsAddr = "127.0.0.1:" + port
+	if kc, err := clientcmd.LoadFromFile(ephemeraserver.NewLayout(h.stateDir).Kubeconfig()); err != nil {
+		t.Fatal(err)
+	} else if c := kc.Clusters[kc.Contexts[kc.CurrentContext].Cluster]; c.Server != "https://"+adv.String() {
+		t.Fatalf("the server's kubeconfig names %s, want the advertised https://%s", c.Server, adv)
+	}
 	web := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	ctx := t.Context()
 	c := s.client
