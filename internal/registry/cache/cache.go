@@ -118,6 +118,9 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Keychain == nil {
 		cfg.Keychain = authn.NewMultiKeychain()
 	}
+	if cfg.Default != "" && !validHost(cfg.Default) {
+		return nil, fmt.Errorf("cache: default upstream %q is not a registry host", cfg.Default)
+	}
 	insecure := map[string]bool{}
 	for _, h := range cfg.Insecure {
 		insecure[h] = true

@@ -35,6 +35,9 @@ type upstream struct {
 // upstreamFor picks the upstream for a request's ns query parameter (empty
 // when the client named none).
 func (c *Cache) upstreamFor(ns string) (*upstream, error) {
+	if ns != "" && !validHost(ns) {
+		return nil, fmt.Errorf("ns %q is not a registry host", ns)
+	}
 	key := ns
 	if ns == "" {
 		key = c.cfg.Default
@@ -48,9 +51,6 @@ func (c *Cache) upstreamFor(ns string) (*upstream, error) {
 	}
 	if !ok {
 		// A registry host named by ns: its own address.
-		if !validHost(key) {
-			return nil, fmt.Errorf("ns %q is not a registry host", key)
-		}
 		host := key
 		if host == "docker.io" || host == "index.docker.io" {
 			host = dockerHub
