@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,7 +94,10 @@ type Cache struct {
 	store      *store
 	tags       *tags
 	transports *transports
-	flight     singleflight.Group
+	flight     singleflight.Group // tag resolutions
+
+	mu        sync.Mutex
+	downloads map[string]*download // by hex digest
 
 	hits, misses, stale, upBytes, evictions atomic.Int64
 }
@@ -151,6 +155,7 @@ func New(cfg Config) (*Cache, error) {
 		insecure:   insecure,
 		store:      st,
 		tags:       tg,
+		downloads:  map[string]*download{},
 		transports: &transports{base: base, keychain: cfg.Keychain, insecure: insecure, m: map[string]http.RoundTripper{}},
 	}
 	if cfg.MaxBytes > 0 {

@@ -24,27 +24,6 @@ func newUpstreamError(req *http.Request, resp *http.Response) error {
 	return &upstreamError{url: req.URL.Redacted(), status: resp.StatusCode, body: string(b)}
 }
 
-// fetch stores a blob or manifest by digest from the upstream unless it is
-// stored already; concurrent calls for one digest share one download, which
-// goes on when the caller that started it leaves. fetched is true for the
-// caller whose call downloaded it.
-func (c *Cache) fetch(ctx context.Context, up *upstream, repo, kind, hex string) (fetched bool, err error) {
-	var leader bool // set by the call that runs the download, read after it
-	ch := c.flight.DoChan(hex, func() (any, error) {
-		if c.store.has(hex) {
-			return nil, nil
-		}
-		leader = true
-		return nil, c.download(context.WithoutCancel(ctx), up, repo, kind, hex)
-	})
-	select {
-	case res := <-ch:
-		return leader, res.Err
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-}
-
 // do sends a request to the upstream, authenticated for repo.
 func (c *Cache) do(ctx context.Context, up *upstream, repo, method, kind, ref string) (*http.Request, *http.Response, error) {
 	t, err := c.transports.get(ctx, up, repo)
@@ -69,8 +48,12 @@ func (c *Cache) do(ctx context.Context, up *upstream, repo, method, kind, ref st
 	return req, resp, nil
 }
 
-// download fetches content by digest into the store, verifying it.
-func (c *Cache) download(ctx context.Context, up *upstream, repo, kind, hex string) error {
+// download fetches content by digest into the store, verifying it, and
+// tells d how far it got.
+func (c *Cache) download(ctx context.Context, up *upstream, repo, kind, hex string, d *download) error {
+	if c.store.has(hex) {
+		return nil
+	}
 	req, resp, err := c.do(ctx, up, repo, http.MethodGet, kind, "sha256:"+hex)
 	if err != nil {
 		return err
@@ -79,7 +62,8 @@ func (c *Cache) download(ctx context.Context, up *upstream, repo, kind, hex stri
 	if resp.StatusCode != http.StatusOK {
 		return newUpstreamError(req, resp)
 	}
-	if _, _, err := c.store.put(c.counted(resp.Body, kind), hex); err != nil {
+	d.update(func() { d.size = resp.ContentLength })
+	if _, _, err := c.store.put(c.counted(resp.Body, kind), hex, d); err != nil {
 		return fmt.Errorf("fetch %s: %w", req.URL.Redacted(), err)
 	}
 	c.misses.Add(1)
@@ -149,7 +133,7 @@ func (c *Cache) resolveUpstream(ctx context.Context, up *upstream, repo, tag str
 	if resp.StatusCode != http.StatusOK {
 		return "", newUpstreamError(req, resp)
 	}
-	hex, _, err := c.store.put(c.counted(resp.Body, kindManifests), "")
+	hex, _, err := c.store.put(c.counted(resp.Body, kindManifests), "", nil)
 	if err != nil {
 		return "", fmt.Errorf("fetch %s: %w", req.URL.Redacted(), err)
 	}

@@ -100,27 +100,6 @@ func splitPath(rest string) (repo, kind, ref string, ok bool) {
 	return "", "", "", false
 }
 
-// serveDigest serves content by digest: from the store, else fetched
-// upstream (once for concurrent requests), verified and stored first.
-func (c *Cache) serveDigest(w http.ResponseWriter, r *http.Request, up *upstream, repo, kind, hex string) {
-	if c.serveStored(w, r, kind, hex) {
-		c.hits.Add(1)
-		return
-	}
-	fetched, err := c.fetch(r.Context(), up, repo, kind, hex)
-	if err != nil {
-		writeUpstreamError(w, kind, err)
-		return
-	}
-	if !fetched {
-		c.hits.Add(1)
-	}
-	if !c.serveStored(w, r, kind, hex) {
-		// Evicted at once: a cap smaller than the content.
-		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "content evicted before it was served; the cache size is too small")
-	}
-}
-
 // serveStored serves a stored blob or manifest; false when the store lacks it.
 func (c *Cache) serveStored(w http.ResponseWriter, r *http.Request, kind, hex string) bool {
 	f, release, err := c.store.open(hex)

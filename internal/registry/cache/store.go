@@ -130,14 +130,26 @@ func (s *store) forget(hex string) {
 	}
 }
 
+// putObserver follows a put: the temp file it writes and how far.
+type putObserver interface {
+	created(path string)
+	wrote(n int)
+}
+
 // put copies r into the store. With want set (a hex digest) the content must
 // hash to it; with want empty it is stored under the digest it hashes to.
 // Nothing appears in the store unless the whole content arrived and matched.
-// It returns the hex digest and the size.
-func (s *store) put(r io.Reader, want string) (string, int64, error) {
+// obs, when not nil, is told of the temp file and of each write to it. It
+// returns the hex digest and the size.
+func (s *store) put(r io.Reader, want string, obs putObserver) (string, int64, error) {
 	tmp, err := os.CreateTemp(s.dir, tmpPrefix+"*")
 	if err != nil {
 		return "", 0, err
+	}
+	var w io.Writer = tmp
+	if obs != nil {
+		obs.created(tmp.Name())
+		w = observedWriter{tmp, obs}
 	}
 	defer func() {
 		if tmp != nil {
@@ -146,7 +158,7 @@ func (s *store) put(r io.Reader, want string) (string, int64, error) {
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), r)
+	n, err := io.Copy(io.MultiWriter(w, h), r)
 	if err != nil {
 		return "", 0, err
 	}
@@ -175,6 +187,17 @@ func (s *store) put(r io.Reader, want string) (string, int64, error) {
 	s.total += n
 	s.mu.Unlock()
 	return got, n, nil
+}
+
+type observedWriter struct {
+	f   *os.File
+	obs putObserver
+}
+
+func (o observedWriter) Write(p []byte) (int, error) {
+	n, err := o.f.Write(p)
+	o.obs.wrote(n)
+	return n, err
 }
 
 func sum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }

@@ -18,7 +18,7 @@ func TestStoreEvictsLeastRecentlyUsedButNotInUse(t *testing.T) {
 	put := func(b byte) string {
 		t.Helper()
 		clock.Add(time.Minute)
-		h, _, err := s.put(bytes.NewReader(bytes.Repeat([]byte{b}, 100)), "")
+		h, _, err := s.put(bytes.NewReader(bytes.Repeat([]byte{b}, 100)), "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,13 +59,13 @@ func TestStorePutVerifies(t *testing.T) {
 	content := []byte("layer")
 	sum := sha256.Sum256(content)
 	want := hex.EncodeToString(sum[:])
-	if _, _, err := s.put(bytes.NewReader([]byte("layeR")), want); !errors.Is(err, ErrDigestMismatch) {
+	if _, _, err := s.put(bytes.NewReader([]byte("layeR")), want, nil); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("put of other content: %v, want ErrDigestMismatch", err)
 	}
 	if s.has(want) {
 		t.Fatal("mismatching content stored")
 	}
-	if got, n, err := s.put(bytes.NewReader(content), want); err != nil || got != want || n != int64(len(content)) {
+	if got, n, err := s.put(bytes.NewReader(content), want, nil); err != nil || got != want || n != int64(len(content)) {
 		t.Fatalf("put: %s %d %v", got, n, err)
 	}
 }
