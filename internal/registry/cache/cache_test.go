@@ -2,8 +2,11 @@ package cache
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -23,7 +26,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 // upstreamServer is the go-containerregistry registry on loopback, counting
@@ -73,10 +75,12 @@ func newUpstream(t *testing.T, tls bool, wrap func(http.Handler) http.Handler) *
 		u.mu.Unlock()
 		h.ServeHTTP(w, r)
 	})
+	u.Server = httptest.NewUnstartedServer(counted)
+	u.Config.ErrorLog = log.New(io.Discard, "", 0) // refused TLS handshakes are expected
 	if tls {
-		u.Server = httptest.NewTLSServer(counted)
+		u.StartTLS()
 	} else {
-		u.Server = httptest.NewServer(counted)
+		u.Start()
 	}
 	t.Cleanup(u.Close)
 	return u
@@ -147,12 +151,47 @@ func pull(t *testing.T, srv *httptest.Server, ref string) (v1.Image, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := remote.Image(r, remote.WithTransport(srv.Client().Transport))
+	img, err := remote.Image(r, remote.WithTransport(srv.Client().Transport),
+		// Fail at once: no retries of a 502 with backoff.
+		remote.WithRetryPredicate(func(error) bool { return false }), remote.WithRetryStatusCodes())
 	if err != nil {
 		return nil, err
 	}
-	if err := validate.Image(img); err != nil {
+	// Check the config and every layer by their digests, with GETs only,
+	// as containerd pulls.
+	cfg, err := img.RawConfigFile()
+	if err != nil {
 		return nil, err
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return nil, err
+	}
+	if sum := sha256.Sum256(cfg); "sha256:"+hex.EncodeToString(sum[:]) != cfgName.String() {
+		return nil, fmt.Errorf("config %s does not match its digest", cfgName)
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range ls {
+		want, err := l.Digest()
+		if err != nil {
+			return nil, err
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return nil, err
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, rc)
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+		if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want.String() {
+			return nil, fmt.Errorf("layer %s: got %s", want, got)
+		}
 	}
 	return img, nil
 }
@@ -227,30 +266,30 @@ func TestPullMissThenHit(t *testing.T) {
 
 func TestByDigestWithUpstreamStopped(t *testing.T) {
 	up := newUpstream(t, false, nil)
-	img := push(t, up, "x", "v1", 1024, 2)
+	img := push(t, up, "app", "v1", 1024, 2)
 	_, srv, _ := newCache(t, up, nil)
-	if _, err := pull(t, srv, "x:v1"); err != nil {
+	if _, err := pull(t, srv, "app:v1"); err != nil {
 		t.Fatal(err)
 	}
 	up.Close()
-	if _, err := pull(t, srv, "x@"+mustDigest(t, img).String()); err != nil {
+	if _, err := pull(t, srv, "app@"+mustDigest(t, img).String()); err != nil {
 		t.Fatalf("pull by digest with the upstream stopped: %v", err)
 	}
 }
 
 func TestTagServedStaleWhenUpstreamDown(t *testing.T) {
 	up := newUpstream(t, false, nil)
-	img := push(t, up, "x", "v1", 1024, 1)
+	img := push(t, up, "app", "v1", 1024, 1)
 	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	c, srv, cfg := newCache(t, up, func(cfg *Config) { cfg.Now = clock.Now; cfg.TagTTL = 30 * time.Second })
-	if _, err := pull(t, srv, "x:v1"); err != nil {
+	if _, err := pull(t, srv, "app:v1"); err != nil {
 		t.Fatal(err)
 	}
 
 	// Past the TTL the tag is asked again: a HEAD, no content.
 	clock.Add(31 * time.Second)
 	heads := up.count(http.MethodHead, "/manifests/v1")
-	if _, err := pull(t, srv, "x:v1"); err != nil {
+	if _, err := pull(t, srv, "app:v1"); err != nil {
 		t.Fatal(err)
 	}
 	if n := up.count(http.MethodHead, "/manifests/v1") - heads; n != 1 {
@@ -262,7 +301,7 @@ func TestTagServedStaleWhenUpstreamDown(t *testing.T) {
 
 	up.Close()
 	clock.Add(31 * time.Second)
-	got, err := pull(t, srv, "x:v1")
+	got, err := pull(t, srv, "app:v1")
 	if err != nil {
 		t.Fatalf("pull by tag with the upstream stopped: %v", err)
 	}
@@ -280,27 +319,27 @@ func TestTagServedStaleWhenUpstreamDown(t *testing.T) {
 	}
 	srv2 := httptest.NewServer(c2)
 	defer srv2.Close()
-	if _, err := pull(t, srv2, "x:v1"); err != nil {
+	if _, err := pull(t, srv2, "app:v1"); err != nil {
 		t.Fatalf("pull by tag from a restarted cache with the upstream stopped: %v", err)
 	}
 }
 
 func TestTagGoneUpstreamIsNotServed(t *testing.T) {
 	up := newUpstream(t, false, nil)
-	push(t, up, "x", "v1", 1024, 1)
+	push(t, up, "app", "v1", 1024, 1)
 	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	_, srv, _ := newCache(t, up, func(cfg *Config) { cfg.Now = clock.Now })
-	if _, err := pull(t, srv, "x:v1"); err != nil {
+	if _, err := pull(t, srv, "app:v1"); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodDelete, up.URL+"/v2/x/manifests/v1", nil)
+	req, _ := http.NewRequest(http.MethodDelete, up.URL+"/v2/app/manifests/v1", nil)
 	resp, err := up.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	clock.Add(time.Hour)
-	if _, err := pull(t, srv, "x:v1"); err == nil {
+	if _, err := pull(t, srv, "app:v1"); err == nil {
 		t.Fatal("a tag the upstream no longer has was served")
 	}
 }
@@ -385,10 +424,10 @@ func TestCorruptUpstreamBlobIsRefused(t *testing.T) {
 			_, _ = w.Write(b)
 		})
 	})
-	img := push(t, up, "x", "v1", 4096, 1)
+	img := push(t, up, "app", "v1", 4096, 1)
 	c, srv, cfg := newCache(t, up, nil)
 
-	if _, err := pull(t, srv, "x:v1"); err == nil {
+	if _, err := pull(t, srv, "app:v1"); err == nil {
 		t.Fatal("pull of a corrupt blob succeeded")
 	}
 	for _, d := range blobDigests(t, img) {
@@ -402,7 +441,7 @@ func TestCorruptUpstreamBlobIsRefused(t *testing.T) {
 	}
 
 	corrupt.Store(false)
-	if _, err := pull(t, srv, "x:v1"); err != nil {
+	if _, err := pull(t, srv, "app:v1"); err != nil {
 		t.Fatalf("pull once the upstream is sound: %v", err)
 	}
 }
@@ -448,9 +487,9 @@ func TestNewRemovesPartialDownloads(t *testing.T) {
 
 func TestLRUEvictionUnderCap(t *testing.T) {
 	up := newUpstream(t, false, nil)
-	a := push(t, up, "a", "v1", 64<<10, 1)
-	b := push(t, up, "b", "v1", 64<<10, 1)
-	d := push(t, up, "d", "v1", 64<<10, 1)
+	a := push(t, up, "app-a", "v1", 64<<10, 1)
+	b := push(t, up, "app-b", "v1", 64<<10, 1)
+	d := push(t, up, "app-d", "v1", 64<<10, 1)
 	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	// Room for two images and a bit, not three.
 	c, srv, cfg := newCache(t, up, func(cfg *Config) { cfg.Now = clock.Now; cfg.MaxBytes = 2*(64<<10) + 16<<10 })
@@ -461,10 +500,10 @@ func TestLRUEvictionUnderCap(t *testing.T) {
 			t.Fatalf("pull %s: %v", ref, err)
 		}
 	}
-	step("a:v1")
-	step("b:v1")
-	step("a:v1") // a is now more recent than b
-	step("d:v1")
+	step("app-a:v1")
+	step("app-b:v1")
+	step("app-a:v1") // a is now more recent than b
+	step("app-d:v1")
 
 	stored := func(img v1.Image) bool {
 		ls, _ := img.Layers()
@@ -529,7 +568,7 @@ func TestBasicAuthUpstream(t *testing.T) {
 
 func TestTLSUpstreamWithExtraCA(t *testing.T) {
 	up := newUpstream(t, true, nil)
-	push(t, up, "x", "v1", 1024, 1)
+	push(t, up, "app", "v1", 1024, 1)
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw})
 	tlsCfg := func(extra []byte) func(*Config) {
 		return func(cfg *Config) {
@@ -539,12 +578,12 @@ func TestTLSUpstreamWithExtraCA(t *testing.T) {
 		}
 	}
 	_, srv, _ := newCache(t, up, tlsCfg(ca))
-	if _, err := pull(t, srv, "x:v1"); err != nil {
+	if _, err := pull(t, srv, "app:v1"); err != nil {
 		t.Fatalf("pull from a TLS upstream with its CA: %v", err)
 	}
 	n := up.total()
 	_, untrusting, _ := newCache(t, up, tlsCfg(nil))
-	if _, err := pull(t, untrusting, "x:v1"); err == nil {
+	if _, err := pull(t, untrusting, "app:v1"); err == nil {
 		t.Fatal("pull from a TLS upstream whose CA is not trusted succeeded")
 	}
 	if up.total() != n {
@@ -554,7 +593,8 @@ func TestTLSUpstreamWithExtraCA(t *testing.T) {
 
 func TestPlainHTTPUpstreamOnlyWhenInsecure(t *testing.T) {
 	up := newUpstream(t, false, nil)
-	push(t, up, "x", "v1", 1024, 1)
+	push(t, up, "app", "v1", 1024, 1)
+	pushed := up.total()
 	_, err := New(Config{Dir: t.TempDir(), Upstreams: map[string]Upstream{"o": {URL: up.URL}}})
 	if !errors.Is(err, ErrInsecure) {
 		t.Fatalf("New with a plain-HTTP upstream not listed insecure: %v, want ErrInsecure", err)
@@ -569,7 +609,7 @@ func TestPlainHTTPUpstreamOnlyWhenInsecure(t *testing.T) {
 	srv := httptest.NewServer(c)
 	defer srv.Close()
 	get := func(srv *httptest.Server) int {
-		resp, err := http.Get(srv.URL + "/v2/x/manifests/v1?ns=" + url.QueryEscape(up.host()))
+		resp, err := http.Get(srv.URL + "/v2/app/manifests/v1?ns=" + url.QueryEscape(up.host()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -579,8 +619,8 @@ func TestPlainHTTPUpstreamOnlyWhenInsecure(t *testing.T) {
 	if code := get(srv); code == http.StatusOK {
 		t.Error("manifest served from a plain-HTTP upstream not listed insecure")
 	}
-	if n := up.total(); n != 1 { // the push's
-		t.Errorf("upstream answered %d requests, want none from the cache", n-1)
+	if n := up.total() - pushed; n != 0 {
+		t.Errorf("upstream answered %d requests from the cache, want none", n)
 	}
 
 	c2, err := New(Config{Dir: t.TempDir(), Insecure: []string{up.host()}})
@@ -597,8 +637,8 @@ func TestPlainHTTPUpstreamOnlyWhenInsecure(t *testing.T) {
 func TestNamespacePicksUpstream(t *testing.T) {
 	one := newUpstream(t, false, nil)
 	two := newUpstream(t, false, nil)
-	imgOne := push(t, one, "x", "v1", 1024, 1)
-	imgTwo := push(t, two, "x", "v1", 1024, 1)
+	imgOne := push(t, one, "app", "v1", 1024, 1)
+	imgTwo := push(t, two, "app", "v1", 1024, 1)
 	c, err := New(Config{Dir: t.TempDir(), Insecure: []string{one.host(), two.host()}})
 	if err != nil {
 		t.Fatal(err)
@@ -609,7 +649,7 @@ func TestNamespacePicksUpstream(t *testing.T) {
 		up  *upstreamServer
 		img v1.Image
 	}{{one, imgOne}, {two, imgTwo}} {
-		resp, err := http.Get(srv.URL + "/v2/x/manifests/v1?ns=" + url.QueryEscape(tc.up.host()))
+		resp, err := http.Get(srv.URL + "/v2/app/manifests/v1?ns=" + url.QueryEscape(tc.up.host()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -619,7 +659,7 @@ func TestNamespacePicksUpstream(t *testing.T) {
 		}
 	}
 	// Without ns and without a default, nothing to pull from.
-	resp, err := http.Get(srv.URL + "/v2/x/manifests/v1")
+	resp, err := http.Get(srv.URL + "/v2/app/manifests/v1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,7 +668,7 @@ func TestNamespacePicksUpstream(t *testing.T) {
 		t.Errorf("no ns, no default: status %d, want 400", resp.StatusCode)
 	}
 	for _, bad := range []string{"..", "a/b", "x@y"} {
-		resp, err := http.Get(srv.URL + "/v2/x/manifests/v1?ns=" + url.QueryEscape(bad))
+		resp, err := http.Get(srv.URL + "/v2/app/manifests/v1?ns=" + url.QueryEscape(bad))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -649,14 +689,14 @@ func TestMirrorUpstreamGetsNamespace(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	})
-	push(t, up, "x", "v1", 1024, 1)
+	push(t, up, "app", "v1", 1024, 1)
 	c, err := New(Config{Dir: t.TempDir(), Upstreams: map[string]Upstream{"*": {URL: up.URL, Mirror: true}}, Insecure: []string{up.host()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(c)
 	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/v2/x/manifests/v1?ns=ghcr.io")
+	resp, err := http.Get(srv.URL + "/v2/app/manifests/v1?ns=ghcr.io")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -681,10 +721,10 @@ func TestRejectsWritesAndBadPaths(t *testing.T) {
 		want         int
 	}{
 		{http.MethodGet, "/v2/", http.StatusOK},
-		{http.MethodPost, "/v2/x/blobs/uploads/", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/v2/app/blobs/uploads/", http.StatusMethodNotAllowed},
 		{http.MethodGet, "/v2/X/manifests/v1", http.StatusBadRequest},
-		{http.MethodGet, "/v2/x/blobs/sha512:00", http.StatusBadRequest},
-		{http.MethodGet, "/v2/x/tags/list", http.StatusNotFound},
+		{http.MethodGet, "/v2/app/blobs/sha512:00", http.StatusBadRequest},
+		{http.MethodGet, "/v2/app/tags/list", http.StatusNotFound},
 		{http.MethodGet, "/other", http.StatusNotFound},
 	} {
 		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)

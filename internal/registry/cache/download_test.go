@@ -42,14 +42,14 @@ func TestBlobStreamedWhileDownloading(t *testing.T) {
 					_, _ = w.Write(b[half:])
 				})
 			})
-			img := push(t, up, "x", "v1", 1<<20, 1)
+			img := push(t, up, "app", "v1", 1<<20, 1)
 			ls, _ := img.Layers()
 			ld, _ := ls[0].Digest()
 			size, _ := ls[0].Size()
 			layer.Store(ld.String())
 			_, srv, _ := newCache(t, up, nil)
 
-			resp, err := http.Get(srv.URL + "/v2/x/blobs/" + ld.String())
+			resp, err := http.Get(srv.URL + "/v2/app/blobs/" + ld.String())
 			if err != nil {
 				t.Fatal(err)
 			}
