@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,7 +129,13 @@ func New(cfg Config) (*Cache, error) {
 	}
 	insecure := map[string]bool{}
 	for _, h := range cfg.Insecure {
+		// HOST and HOST:80 are one plain-HTTP address.
 		insecure[h] = true
+		if host, ok := strings.CutSuffix(h, ":80"); ok {
+			insecure[host] = true
+		} else if _, _, err := net.SplitHostPort(h); err != nil {
+			insecure[h+":80"] = true
+		}
 	}
 	for ns, u := range cfg.Upstreams {
 		base, err := parseUpstreamURL(u.URL)

@@ -738,3 +738,18 @@ func TestRejectsWritesAndBadPaths(t *testing.T) {
 		}
 	}
 }
+
+func TestInsecureHostForms(t *testing.T) {
+	c, err := New(Config{Dir: t.TempDir(), Insecure: []string{"reg.test", "mirror.test:80", "local.test:5000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]bool{
+		"reg.test": true, "reg.test:80": true, "mirror.test": true, "mirror.test:80": true,
+		"local.test:5000": true, "local.test": false, "other.test": false,
+	} {
+		if got := c.insecure[host]; got != want {
+			t.Errorf("insecure[%s] = %v, want %v", host, got, want)
+		}
+	}
+}
