@@ -84,8 +84,7 @@ func (c *Cache) join(ctx context.Context, up *upstream, repo, kind, hex string) 
 // upstream once for concurrent requests, verified and stored. A blob GET is
 // streamed as it arrives; other requests wait for the stored content.
 func (c *Cache) serveDigest(w http.ResponseWriter, r *http.Request, up *upstream, repo, kind, hex string) {
-	if c.serveStored(w, r, kind, hex) {
-		c.hits.Add(1)
+	if c.serveStored(w, r, kind, hex, true) {
 		return
 	}
 	d, leader := c.join(r.Context(), up, repo, kind, hex)
@@ -108,7 +107,7 @@ func (c *Cache) serveDigest(w http.ResponseWriter, r *http.Request, up *upstream
 		writeUpstreamError(w, kind, d.err)
 		return
 	}
-	if !c.serveStored(w, r, kind, hex) {
+	if !c.serveStored(w, r, kind, hex, false) {
 		// Evicted at once: a cap smaller than the content.
 		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "content evicted before it was served; the cache size is too small")
 	}

@@ -100,11 +100,15 @@ func splitPath(rest string) (repo, kind, ref string, ok bool) {
 	return "", "", "", false
 }
 
-// serveStored serves a stored blob or manifest; false when the store lacks it.
-func (c *Cache) serveStored(w http.ResponseWriter, r *http.Request, kind, hex string) bool {
+// serveStored serves a stored blob or manifest, counting a hit if hit is
+// set; false when the store lacks it.
+func (c *Cache) serveStored(w http.ResponseWriter, r *http.Request, kind, hex string, hit bool) bool {
 	f, release, err := c.store.open(hex)
 	if err != nil {
 		return false
+	}
+	if hit {
+		c.hits.Add(1) // before the client has it all
 	}
 	defer release()
 	defer f.Close()
