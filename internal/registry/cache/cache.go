@@ -19,6 +19,7 @@ import (
 const (
 	DefaultTagTTL         = 30 * time.Second
 	DefaultResolveTimeout = 10 * time.Second
+	DefaultStallTimeout   = time.Minute
 )
 
 // Config is how a Cache stores content and reaches its upstreams.
@@ -40,6 +41,10 @@ type Config struct {
 	// ResolveTimeout bounds resolving a tag upstream; past it the last known
 	// digest is served (DefaultResolveTimeout when zero).
 	ResolveTimeout time.Duration
+	// StallTimeout abandons a download from upstream that received nothing
+	// for that long, so a stalled connection does not hold a digest forever
+	// (DefaultStallTimeout when zero).
+	StallTimeout time.Duration
 	// MaxBytes caps the store; least recently used blobs are evicted beyond
 	// it. Zero means no cap.
 	MaxBytes int64
@@ -117,6 +122,9 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.ResolveTimeout == 0 {
 		cfg.ResolveTimeout = DefaultResolveTimeout
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = DefaultStallTimeout
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

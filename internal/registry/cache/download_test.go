@@ -87,3 +87,54 @@ func TestBlobStreamedWhileDownloading(t *testing.T) {
 		})
 	}
 }
+
+// TestStalledDownloadIsAbandoned: an upstream that stops sending mid-blob
+// does not hold the digest: the client gets a short body, and the next
+// request fetches anew.
+func TestStalledDownloadIsAbandoned(t *testing.T) {
+	var layer atomic.Value
+	var stalled atomic.Bool
+	stalled.Store(true)
+	unblock := make(chan struct{})
+	defer close(unblock)
+	up := newUpstream(t, false, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d, _ := layer.Load().(string)
+			if d == "" || !stalled.Load() || r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, d) {
+				h.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			w.Header().Set("Content-Length", rec.Header().Get("Content-Length"))
+			_, _ = w.Write(rec.Body.Bytes()[:1000])
+			http.NewResponseController(w).Flush()
+			<-unblock
+		})
+	})
+	img := push(t, up, "app", "v1", 64<<10, 1)
+	ls, _ := img.Layers()
+	ld, _ := ls[0].Digest()
+	layer.Store(ld.String())
+	c, srv, _ := newCache(t, up, func(cfg *Config) { cfg.StallTimeout = 300 * time.Millisecond })
+
+	get := func() (int, error) {
+		resp, err := http.Get(srv.URL + "/v2/app/blobs/" + ld.String())
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return len(b), err
+	}
+	if n, err := get(); err == nil {
+		t.Fatalf("stalled download: read %d bytes without error", n)
+	}
+	stalled.Store(false)
+	if _, err := get(); err != nil {
+		t.Fatalf("after the stalled download: %v", err)
+	}
+	if st := c.Stats(); st.Blobs != 1 {
+		t.Errorf("store holds %d blobs, want the layer", st.Blobs)
+	}
+}

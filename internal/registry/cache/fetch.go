@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // upstreamError is an upstream's answer other than success.
@@ -54,6 +55,12 @@ func (c *Cache) download(ctx context.Context, up *upstream, repo, kind, hex stri
 	if c.store.has(hex) {
 		return nil
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(c.cfg.StallTimeout, func() {
+		cancel(fmt.Errorf("nothing received from upstream for %s", c.cfg.StallTimeout))
+	})
+	defer stall.Stop()
 	req, resp, err := c.do(ctx, up, repo, http.MethodGet, kind, "sha256:"+hex)
 	if err != nil {
 		return err
@@ -63,7 +70,11 @@ func (c *Cache) download(ctx context.Context, up *upstream, repo, kind, hex stri
 		return newUpstreamError(req, resp)
 	}
 	d.update(func() { d.size = resp.ContentLength })
-	if _, _, err := c.store.put(c.counted(resp.Body, kind), hex, d); err != nil {
+	body := &stallReader{r: resp.Body, t: stall, d: c.cfg.StallTimeout}
+	if _, _, err := c.store.put(c.counted(body, kind), hex, d); err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			err = cause
+		}
 		return fmt.Errorf("fetch %s: %w", req.URL.Redacted(), err)
 	}
 	c.misses.Add(1)
@@ -78,6 +89,21 @@ func (c *Cache) counted(r io.Reader, kind string) io.Reader {
 		r = io.LimitReader(r, maxManifest+1)
 	}
 	return &countingReader{r: r, n: &c.upBytes}
+}
+
+// stallReader pushes back a stall timer on every read that got something.
+type stallReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.t.Reset(s.d)
+	}
+	return n, err
 }
 
 type countingReader struct {
