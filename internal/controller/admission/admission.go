@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -147,6 +148,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 	r.account(tcs.Items, now)
 	if len(errs) > 0 {
+		// Conflicts only: the cache was behind a write; the next pass,
+		// shortly, reads it again. Anything else is an error.
+		if !slices.ContainsFunc(errs, func(err error) bool { return !apierrors.IsConflict(err) }) {
+			return reconcile.Result{RequeueAfter: 50 * time.Millisecond}, nil
+		}
 		return reconcile.Result{}, errs[0]
 	}
 	if plan.Publishing > 0 {
