@@ -18,6 +18,15 @@ import (
 // port, or not answered within 10 s) is reset, and serving goes on; so is a
 // connection whose other side fails mid-way.
 func (p *Proxy) ServeTCP(ctx context.Context, l net.Listener, target string) error {
+	return AcceptEach(ctx, l, func(ctx context.Context, c net.Conn) { p.forwardTCP(ctx, c, target) })
+}
+
+// AcceptEach accepts connections on l and handles each in a goroutine of
+// its own until ctx ends; then it closes l, waits for the handlers (their
+// ctx ends too) and returns nil. Accept errors from a shortage of
+// descriptors or buffers are waited out with a backoff; any other is
+// returned, after the handlers are gone.
+func AcceptEach(ctx context.Context, l net.Listener, handle func(ctx context.Context, c net.Conn)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	stop := onDone(ctx, func() { _ = l.Close() })
@@ -40,7 +49,7 @@ func (p *Proxy) ServeTCP(ctx context.Context, l net.Listener, target string) err
 			return fmt.Errorf("accept on %s: %w", l.Addr(), err)
 		}
 		delay = 0
-		wg.Go(func() { p.forwardTCP(ctx, c, target) })
+		wg.Go(func() { handle(ctx, c) })
 	}
 }
 
@@ -58,19 +67,26 @@ func (p *Proxy) forwardTCP(ctx context.Context, client net.Conn, target string) 
 		_ = up.Close()
 	})
 	defer stop()
-	errc := make(chan error, 2)
-	go func() { errc <- pipe(up, client) }()
-	go func() { errc <- pipe(client, up) }()
-	for range 2 {
-		if err := <-errc; err != nil {
-			// One side failed (reset, or closed at ctx end): abort both, so
-			// that the other side sees a reset too rather than an orderly end.
-			reset(client)
-			reset(up)
-		}
-	}
+	Splice(client, up)
 	_ = client.Close()
 	_ = up.Close()
+}
+
+// Splice copies a to b and b to a until both directions end, passing the
+// end of one (EOF) on as a half-close (CloseWrite). When one side fails
+// (reset, or closed at ctx end), both are reset, so that the other side
+// sees a reset rather than an orderly end, and the other copy returns.
+// The caller closes a and b.
+func Splice(a, b net.Conn) {
+	errc := make(chan error, 2)
+	go func() { errc <- pipe(b, a) }()
+	go func() { errc <- pipe(a, b) }()
+	for range 2 {
+		if err := <-errc; err != nil {
+			reset(a)
+			reset(b)
+		}
+	}
 }
 
 // pipe copies src to dst until src ends, then half-closes dst.

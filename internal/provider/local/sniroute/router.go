@@ -3,14 +3,13 @@ package sniroute
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/ephemera-dev/ephemera/internal/provider/local/portproxy"
 )
 
 const (
@@ -54,31 +53,11 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return errors.New("sniroute: Router.Lookup is nil")
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	stop := onDone(ctx, func() { _ = ln.Close() })
-	defer func() {
-		cancel()
-		stop()
-		wg.Wait()
-	}()
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if retryable(err) {
-				backoff(ctx, &delay)
-				continue
-			}
-			_ = ln.Close()
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
-		}
-		delay = 0
-		wg.Go(func() { r.route(ctx, c) })
+	if err := portproxy.AcceptEach(ctx, ln, r.route); err != nil {
+		_ = ln.Close()
+		return err
 	}
+	return nil
 }
 
 // route passes client through to its backend and closes it.
@@ -124,18 +103,7 @@ func (r *Router) route(ctx context.Context, client net.Conn) {
 		log.V(1).Info("Closing connection, backend write failed", "backend", backend, "err", err.Error())
 		return
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- pipe(up, client) }()
-	go func() { errc <- pipe(client, up) }()
-	for range 2 {
-		if err := <-errc; err != nil {
-			// One side failed (reset, or closed at ctx end): abort both,
-			// so that the other side sees a reset rather than an orderly
-			// end, and the other copy returns.
-			reset(client)
-			reset(up)
-		}
-	}
+	portproxy.Splice(client, up)
 }
 
 func (r *Router) dial(ctx context.Context, network, address string) (net.Conn, error) {
@@ -144,38 +112,6 @@ func (r *Router) dial(ctx context.Context, network, address string) (net.Conn, e
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, address)
-}
-
-// pipe copies src to dst until src ends, then half-closes dst.
-func pipe(dst, src net.Conn) error {
-	if _, err := io.Copy(dst, src); err != nil {
-		return err
-	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-			return err
-		}
-	}
-	return nil
-}
-
-// reset closes c so that its peer gets a TCP RST instead of a FIN.
-func reset(c net.Conn) {
-	if l, ok := c.(interface{ SetLinger(int) error }); ok {
-		_ = l.SetLinger(0)
-	}
-	_ = c.Close()
-}
-
-// retryable tells accept errors worth waiting out: the process or host is
-// short of descriptors or buffers.
-func retryable(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // onDone calls f when ctx ends, unless the returned stop is called first;
@@ -192,16 +128,5 @@ func onDone(ctx context.Context, f func()) (stop func()) {
 			wg.Done()
 		}
 		wg.Wait()
-	}
-}
-
-// backoff waits d, doubled from 5 ms up to 1 s, or until ctx ends.
-func backoff(ctx context.Context, d *time.Duration) {
-	*d = min(max(*d*2, 5*time.Millisecond), time.Second)
-	t := time.NewTimer(*d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
