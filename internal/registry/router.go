@@ -29,7 +29,8 @@ const (
 //   - /v2/... with a registry host as ns: the pull-through cache (GET, HEAD),
 //     or a push into the cache for that host (cache import; other methods);
 //   - /insecure/v2/...: the same, allowed to reach ns over plain HTTP;
-//   - /v2/... without ns, or with a localhost ns: the local registry;
+//   - /v2/... without ns, or with ns naming the daemon itself (localhost:PORT,
+//     127.0.0.1:PORT, [::1]:PORT with the daemon's port): the local registry;
 //   - GET /_ephemera/status: Status as JSON;
 //   - POST /_ephemera/prune?size=BYTES: prunes the cache to BYTES (0 or
 //     none empties it) and answers Status.
@@ -45,6 +46,11 @@ type Router struct {
 	AllowPlainHTTP func(context.Context) context.Context
 	// Status describes the daemon.
 	Status func() Status
+	// LocalPort is the daemon's port: an ns of a loopback name with this
+	// port (or none) is the local registry; with another port it is a
+	// registry on the host's loopback, served by the cache. Zero: every
+	// loopback ns is the local registry.
+	LocalPort uint16
 }
 
 var _ http.Handler = (*Router)(nil)
@@ -77,7 +83,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns := r.URL.Query().Get("ns")
-	if ns == "" || IsLocalHost(ns) {
+	if ns == "" || rt.isSelf(ns) {
 		rt.Local.ServeHTTP(w, r)
 		return
 	}
@@ -110,6 +116,15 @@ func (rt *Router) servePrune(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, rt.Status())
+}
+
+// isSelf reports whether ns names the daemon's local registry.
+func (rt *Router) isSelf(ns string) bool {
+	if !IsLocalHost(ns) {
+		return false
+	}
+	_, port, err := net.SplitHostPort(ns)
+	return err != nil || rt.LocalPort == 0 || port == strconv.Itoa(int(rt.LocalPort))
 }
 
 // IsLocalHost reports whether a registry host names this host's local

@@ -88,6 +88,7 @@ func Serve(ctx context.Context, dir, listen string) error {
 		Local:          local,
 		Push:           servePush(c),
 		AllowPlainHTTP: allowPlainHTTP,
+		LocalPort:      d.Addr.Port(),
 		Status: func() Status {
 			return Status{
 				Addr: d.Addr.String(), PID: d.PID, Dir: dir, Started: d.Started,

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -31,9 +33,22 @@ const RefNameAnnotation = image.AnnotationRefName
 type nsTransport struct {
 	inner http.RoundTripper
 	ns    string
+	// push answers HEAD itself with 404: a push into the cache must not
+	// ask whether content exists, which the cache would answer by pulling
+	// it from the registry.
+	push bool
 }
 
 func (t *nsTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.push && t.ns != "" && r.Method == http.MethodHead {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return &http.Response{
+			Status: "404 Not Found", StatusCode: http.StatusNotFound, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{}, Body: http.NoBody, Request: r,
+		}, nil
+	}
 	if t.ns == "" || r.URL.Query().Has("ns") {
 		return t.inner.RoundTrip(r)
 	}
@@ -65,23 +80,31 @@ func (t target) daemonRef(d Daemon) (name.Reference, error) {
 	return name.ParseReference(d.Addr.String()+"/"+t.repo+t.ref, name.Insecure, name.StrictValidation)
 }
 
+// options are the remote options to read the target through the daemon.
 func (t target) options(ctx context.Context) []remote.Option {
 	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(&nsTransport{inner: daemonTransport, ns: t.ns})}
 }
 
+// pushOptions are the remote options to push the target through the daemon.
+func (t target) pushOptions(ctx context.Context) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(&nsTransport{inner: daemonTransport, ns: t.ns, push: true})}
+}
+
 // parseTarget classifies an image reference: without a registry host
-// (app:v1, team/app:v1) or with a localhost one (localhost:5001/app:v1) it
-// is the local registry's; any other (docker.io/library/nginx:1,
-// 10.1.2.3:5000/app:v1) is the cache's for that registry. A reference
-// without tag or digest means :latest.
-func parseTarget(ref string) (target, error) {
+// (app:v1, team/app:v1), under localhost (localhost:5001/app:v1, any port:
+// the name local images go by on any host) or under a loopback address
+// with the daemon's port it is the local registry's; any other
+// (docker.io/library/nginx:1, 10.1.2.3:5000/app:v1, 127.0.0.1:5000/app
+// on another port) is the cache's for that registry. A reference without
+// tag or digest means :latest.
+func parseTarget(ref string, port uint16) (target, error) {
 	if _, err := name.ParseReference(ref); err != nil {
 		return target{}, fmt.Errorf("image %q: %w", ref, err)
 	}
 	var t target
 	first, rest, hasSlash := strings.Cut(ref, "/")
 	if hasSlash && (strings.ContainsAny(first, ".:") || first == "localhost") {
-		if IsLocalHost(first) {
+		if isLocalName(first, port) {
 			ref = rest
 		} else {
 			full, err := image.Normalize(ref)
@@ -99,6 +122,19 @@ func parseTarget(ref string) (target, error) {
 		t.repo, t.ref = ref, ":latest"
 	}
 	return t, nil
+}
+
+// isLocalName reports whether a reference's registry host names the local
+// registry.
+func isLocalName(host string, port uint16) bool {
+	h, p, err := net.SplitHostPort(host)
+	if err != nil {
+		h, p = host, ""
+	}
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	return IsLocalHost(host) && (p == "" || p == strconv.Itoa(int(port)))
 }
 
 // ExportOptions tune Export.
@@ -120,7 +156,7 @@ func Export(ctx context.Context, d Daemon, dir string, refs []string, opts Expor
 		return err
 	}
 	for _, ref := range refs {
-		t, err := parseTarget(ref)
+		t, err := parseTarget(ref, d.Addr.Port())
 		if err != nil {
 			return err
 		}
@@ -187,7 +223,8 @@ func openLayout(dir string) (layout.Path, error) {
 // Import pushes every named image of the OCI image layout at dir through
 // the daemon: images of the local registry (localhost:PORT/…, any port)
 // into it, others into the cache as if just pulled from their registry. It
-// returns the references imported.
+// returns the references imported; an image that fails does not stop the
+// others (the error names every failure).
 func Import(ctx context.Context, d Daemon, dir string, progress io.Writer) ([]string, error) {
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s is not an OCI image layout (no index.json): give the directory 'ephemera registry export --dir' wrote", dir)
@@ -205,6 +242,7 @@ func Import(ctx context.Context, d Daemon, dir string, progress io.Writer) ([]st
 		return nil, fmt.Errorf("image layout %s: %w", dir, err)
 	}
 	var done []string
+	var errs []error
 	for _, desc := range im.Manifests {
 		full := desc.Annotations[RefNameAnnotation]
 		if full == "" || !strings.ContainsAny(full, "/:@") {
@@ -216,52 +254,59 @@ func Import(ctx context.Context, d Daemon, dir string, progress io.Writer) ([]st
 			}
 			continue
 		}
-		t, err := parseTarget(full)
+		name, size, err := importOne(ctx, d, ii, desc, full)
 		if err != nil {
-			return done, err
+			errs = append(errs, fmt.Errorf("import %s: %w", full, err))
+			if progress != nil {
+				fmt.Fprintf(progress, "Failed to import %s: %v\n", full, err)
+			}
+			continue
 		}
-		r, err := t.daemonRef(d)
-		if err != nil {
-			return done, fmt.Errorf("import %s: %w", full, err)
-		}
-		var size int64
-		if desc.MediaType.IsIndex() {
-			idx, err := ii.ImageIndex(desc.Digest)
-			if err == nil {
-				err = remote.WriteIndex(r, idx, t.options(ctx)...)
-			}
-			if err != nil {
-				return done, fmt.Errorf("import %s: %w", full, err)
-			}
-			size = indexSize(idx)
-		} else {
-			img, err := ii.Image(desc.Digest)
-			if err == nil {
-				err = remote.Write(r, img, t.options(ctx)...)
-			}
-			if err != nil {
-				return done, fmt.Errorf("import %s: %w", full, err)
-			}
-			size = imageSize(img)
-		}
-		name := t.full(d)
 		done = append(done, name)
 		if progress != nil {
 			where := "into the cache"
-			if t.ns == "" {
+			if IsLocalHost(strings.SplitN(name, "/", 2)[0]) {
 				where = "into the local registry"
 			}
 			fmt.Fprintf(progress, "Imported %s %s (%s, %s)\n", name, where, shortDigest(desc.Digest), FormatBytes(size))
 		}
 	}
-	return done, nil
+	return done, errors.Join(errs...)
+}
+
+// importOne pushes one image or index of the layout through the daemon.
+func importOne(ctx context.Context, d Daemon, ii v1.ImageIndex, desc v1.Descriptor, full string) (string, int64, error) {
+	t, err := parseTarget(full, d.Addr.Port())
+	if err != nil {
+		return "", 0, err
+	}
+	r, err := t.daemonRef(d)
+	if err != nil {
+		return "", 0, err
+	}
+	if desc.MediaType.IsIndex() {
+		idx, err := ii.ImageIndex(desc.Digest)
+		if err == nil {
+			err = remote.WriteIndex(r, idx, t.pushOptions(ctx)...)
+		}
+		return t.full(d), indexSize(idx), err
+	}
+	img, err := ii.Image(desc.Digest)
+	if err == nil {
+		err = remote.Write(r, img, t.pushOptions(ctx)...)
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	return t.full(d), imageSize(img), nil
 }
 
 // LocalName is the local registry's repository and tag for an image name:
 // the name without its registry host (and without docker.io's library/),
-// :latest when it has no tag. example.com/team/app:v1 is team/app:v1.
+// :latest when it has no tag. example.com/team/app:v1 is team/app:v1,
+// localhost:5001/app:v1 is app:v1.
 func LocalName(ref string) (string, error) {
-	t, err := parseTarget(ref)
+	t, err := parseTarget(ref, 0)
 	if err != nil {
 		return "", err
 	}
@@ -343,12 +388,12 @@ func PushArchive(ctx context.Context, d Daemon, path, tag string) ([]string, err
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", path, err)
 		}
-		t, _ := parseTarget(j.dest)
+		t, _ := parseTarget(j.dest, d.Addr.Port())
 		r, err := t.daemonRef(d)
 		if err != nil {
 			return out, err
 		}
-		if err := remote.Write(r, img, t.options(ctx)...); err != nil {
+		if err := remote.Write(r, img, t.pushOptions(ctx)...); err != nil {
 			return out, fmt.Errorf("push %s: %w", t.full(d), err)
 		}
 		out = append(out, t.full(d))
