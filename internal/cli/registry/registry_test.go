@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/spf13/cobra"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	pushcmd "github.com/ephemera-dev/ephemera/internal/cli/push"
@@ -187,5 +188,22 @@ func TestPruneAndPurgeWithoutDaemon(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("registry dir after --purge: %v", err)
+	}
+}
+
+// TestConfigureRootFlags: the root's persistent flags are no settings.
+func TestConfigureRootFlags(t *testing.T) {
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	e := &env.Env{Out: &out, ErrOut: &errOut}
+	root := &cobra.Command{Use: "ephemera"}
+	root.PersistentFlags().StringVar(&e.RegistryDir, "registry-dir", "", "")
+	root.AddCommand(NewCommand(e))
+	root.SetArgs([]string{"--registry-dir", dir, "registry", "configure"})
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "settings.json")); err == nil || !strings.Contains(out.String(), "cache size") {
+		t.Errorf("configure with only --registry-dir saved settings (%v) or printed none:\n%s", err, out.String())
 	}
 }

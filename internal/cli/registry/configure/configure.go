@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/registry"
@@ -67,7 +66,7 @@ cluster on this host.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.changed = cmd.Flags().Changed
-			return run(cmd.Context(), e, opts, cmd.Flags())
+			return run(cmd.Context(), e, opts)
 		},
 	}
 	f := cmd.Flags()
@@ -84,18 +83,20 @@ cluster on this host.`,
 	return cmd
 }
 
-func run(ctx context.Context, e *env.Env, opts *options, flags *pflag.FlagSet) error {
+// settingFlags are the flags that change settings.
+var settingFlags = []string{"cache-size", "registry-upstream", "registry-upstream-username", "registry-upstream-password-file",
+	"registry-upstream-token-file", "registry-ca", "registry-mirror", "insecure-registry"}
+
+func run(ctx context.Context, e *env.Env, opts *options) error {
 	dir := e.RegistryPath()
 	s, err := registry.LoadSettings(dir)
 	if err != nil && !opts.reset {
 		return err
 	}
 	changed := opts.reset
-	flags.Visit(func(f *pflag.Flag) {
-		if f.Name != "restart" {
-			changed = true
-		}
-	})
+	for _, f := range settingFlags {
+		changed = changed || opts.changed(f)
+	}
 	if !changed {
 		if opts.restart {
 			return restart(ctx, e, dir)
