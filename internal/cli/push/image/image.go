@@ -74,7 +74,7 @@ func Push(ctx context.Context, e *env.Env, archive, tag string) ([]string, error
 		return names, err
 	}
 	for _, n := range names {
-		fmt.Fprintf(e.ErrOut, "Pushed %s: pods in every cluster on this host can use image: %s\n", archive, n)
+		fmt.Fprintf(e.ErrOut, "Pushed %s to the local registry: pods in every real-node cluster on this host pull it by that name\n", n)
 	}
 	return names, nil
 }
