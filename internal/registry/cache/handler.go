@@ -62,7 +62,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", repo))
 		return
 	}
-	up, err := c.upstreamFor(r.URL.Query().Get("ns"))
+	up, err := c.upstreamFor(r.URL.Query().Get("ns"), plainHTTPAllowed(r.Context()))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "NAME_INVALID", err.Error())
 		return
