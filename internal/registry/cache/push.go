@@ -262,3 +262,22 @@ func writeStoreError(w http.ResponseWriter, err error) {
 	}
 	writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
 }
+
+// ServePush serves the distribution API, pushes included, on the cache's
+// store for the upstream ns names (as the ns query parameter does for
+// ServeHTTP; "" for Config.Default), without asking the upstream: content
+// pushed is digest-verified and stored (under the cache's cap), a manifest
+// pushed by tag records the tag as resolved now. A pull through the cache of
+// that tag is then a hit, and is served stale while the upstream cannot be
+// asked. Reads answer from the store only (a client checking which blobs
+// it must push never makes the cache fetch them).
+func (c *Cache) ServePush(w http.ResponseWriter, r *http.Request, ns string) {
+	up, err := c.upstreamFor(ns, false)
+	if err != nil {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		writeError(w, http.StatusBadRequest, "NAME_INVALID", err.Error())
+		return
+	}
+	sp := space{store: c.store, tags: c.tags, uploads: c.uploads, ns: up.key, now: c.cfg.Now, stored: c.enforceCap}
+	sp.serve(w, r)
+}
