@@ -42,7 +42,8 @@ func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.space.serve(w, r)
 }
 
-// Images lists the tagged images as REPO:TAG, sorted.
+// Images lists the tagged images as REPO:TAG, sorted (leaving out what the
+// tags directory could not be read for).
 func (l *Local) Images() []string {
 	refs, _ := l.space.tags.all("")
 	return refs
