@@ -27,13 +27,14 @@ const (
 // parameter (which containerd adds to every request to a mirror):
 //
 //   - /v2/... with a registry host as ns: the pull-through cache (GET, HEAD),
-//     or a push into the cache for that host (cache import; other methods);
+//     or a push into the cache for that host (cache import; other methods,
+//     with the daemon's token);
 //   - /insecure/v2/...: the same, allowed to reach ns over plain HTTP;
 //   - /v2/... without ns, or with ns naming the daemon itself (localhost:PORT,
 //     127.0.0.1:PORT, [::1]:PORT with the daemon's port): the local registry;
 //   - GET /_ephemera/status: Status as JSON;
 //   - POST /_ephemera/prune?size=BYTES: prunes the cache to BYTES (0 or
-//     none empties it) and answers Status.
+//     none empties it) and answers Status; needs the daemon's token.
 type Router struct {
 	// Cache is the pull-through cache.
 	Cache *cache.Cache
@@ -46,6 +47,9 @@ type Router struct {
 	AllowPlainHTTP func(context.Context) context.Context
 	// Status describes the daemon.
 	Status func() Status
+	// Token authorizes pushes into the cache and prune (see token.go);
+	// empty refuses them.
+	Token string
 	// LocalPort is the daemon's port: an ns of a loopback name with this
 	// port (or none) is the local registry; with another port it is a
 	// registry on the host's loopback, served by the cache. Zero: every
@@ -67,6 +71,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, rt.Status())
 		return
 	case PrunePath:
+		if !authorized(r, rt.Token) {
+			denied(w, "prune")
+			return
+		}
 		rt.servePrune(w, r)
 		return
 	}
@@ -94,7 +102,16 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.Cache.ServeHTTP(w, r)
 		return
 	}
+	if !authorized(r, rt.Token) {
+		denied(w, "a push into the cache for "+ns)
+		return
+	}
 	rt.Push(w, r, ns)
+}
+
+// denied refuses what needs the daemon's token.
+func denied(w http.ResponseWriter, what string) {
+	apiError(w, http.StatusForbidden, "DENIED", what+" needs the daemon's token ("+tokenFile+" in its dir, root only): use 'ephemera registry import' or 'ephemera registry prune' on this host")
 }
 
 func (rt *Router) servePrune(w http.ResponseWriter, r *http.Request) {

@@ -103,6 +103,7 @@ func TestRouter(t *testing.T) {
 	var pushes recorder
 	var plain atomic.Int64
 	rt := &Router{
+		Token: "t0ken",
 		Cache: c,
 		Local: local,
 		Push: func(w http.ResponseWriter, r *http.Request, ns string) {
@@ -159,9 +160,11 @@ func TestRouter(t *testing.T) {
 		t.Errorf("AllowPlainHTTP was called for requests without /insecure")
 	}
 
-	do := func(method, path string) *http.Response {
+	// do sends the daemon's token, or the one given.
+	do := func(method, path string, token ...string) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		req.Header.Set(TokenHeader, append(token, "t0ken")[0])
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -174,6 +177,17 @@ func TestRouter(t *testing.T) {
 		if resp := do(http.MethodGet, path); resp.StatusCode != http.StatusTeapot {
 			t.Errorf("GET %s: %s, want the local registry's 418", path, resp.Status)
 		}
+	}
+	// Pushes with ns and prune need the token: clusters reach the daemon too.
+	for _, token := range []string{"", "wrong"} {
+		for _, mp := range [][2]string{{http.MethodPost, "/v2/team/x/blobs/uploads/?ns=docker.io"}, {http.MethodPut, "/v2/team/x/manifests/v2?ns=docker.io"}, {http.MethodPost, PrunePath}} {
+			if resp := do(mp[0], mp[1], token); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("%s %s with token %q: %s, want 403", mp[0], mp[1], token, resp.Status)
+			}
+		}
+	}
+	if got := pushes.got(); len(got) != 0 {
+		t.Errorf("pushes without the token reached the cache: %q", got)
 	}
 	// Pushes with ns: the cache import.
 	do(http.MethodPost, "/v2/team/x/blobs/uploads/?ns=docker.io")

@@ -83,7 +83,12 @@ func Serve(ctx context.Context, dir, listen string) error {
 		d.Addr = ap
 	}
 	mirrors := settings.MirroredHosts()
+	token, err := writeToken(dir)
+	if err != nil {
+		return fmt.Errorf("registry dir: write the daemon's token: %w", err)
+	}
 	rt := &Router{
+		Token:          token,
 		Cache:          c,
 		Local:          local,
 		Push:           servePush(c),

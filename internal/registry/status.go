@@ -69,20 +69,23 @@ type LocalStatus struct {
 
 // FetchStatus asks a running daemon for its status.
 func FetchStatus(ctx context.Context, d Daemon) (Status, error) {
-	return callStatus(ctx, http.MethodGet, d.URL()+StatusPath)
+	return callStatus(ctx, http.MethodGet, d.URL()+StatusPath, "")
 }
 
 // RequestPrune asks a running daemon to prune its cache to at most limit
 // bytes (0 empties it) and returns its status afterwards.
 func RequestPrune(ctx context.Context, d Daemon, limit int64) (Status, error) {
-	return callStatus(ctx, http.MethodPost, d.URL()+PrunePath+"?size="+strconv.FormatInt(limit, 10))
+	return callStatus(ctx, http.MethodPost, d.URL()+PrunePath+"?size="+strconv.FormatInt(limit, 10), readToken(d.Dir))
 }
 
-func callStatus(ctx context.Context, method, url string) (Status, error) {
+func callStatus(ctx context.Context, method, url, token string) (Status, error) {
 	var st Status
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return st, err
+	}
+	if token != "" {
+		req.Header.Set(TokenHeader, token)
 	}
 	resp, err := daemonClient.Do(req)
 	if err != nil {

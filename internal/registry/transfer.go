@@ -33,6 +33,8 @@ const RefNameAnnotation = image.AnnotationRefName
 type nsTransport struct {
 	inner http.RoundTripper
 	ns    string
+	// token is the daemon's, sent with every request of a push.
+	token string
 	// push answers HEAD itself with 404: a push into the cache must not
 	// ask whether content exists, which the cache would answer by pulling
 	// it from the registry.
@@ -48,6 +50,10 @@ func (t *nsTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			Status: "404 Not Found", StatusCode: http.StatusNotFound, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 			Header: http.Header{}, Body: http.NoBody, Request: r,
 		}, nil
+	}
+	if t.token != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set(TokenHeader, t.token)
 	}
 	if t.ns == "" || r.URL.Query().Has("ns") {
 		return t.inner.RoundTrip(r)
@@ -86,8 +92,8 @@ func (t target) options(ctx context.Context) []remote.Option {
 }
 
 // pushOptions are the remote options to push the target through the daemon.
-func (t target) pushOptions(ctx context.Context) []remote.Option {
-	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(&nsTransport{inner: daemonTransport, ns: t.ns, push: true})}
+func (t target) pushOptions(ctx context.Context, d Daemon) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(&nsTransport{inner: daemonTransport, ns: t.ns, push: true, token: readToken(d.Dir)})}
 }
 
 // parseTarget classifies an image reference: without a registry host
@@ -287,13 +293,13 @@ func importOne(ctx context.Context, d Daemon, ii v1.ImageIndex, desc v1.Descript
 	if desc.MediaType.IsIndex() {
 		idx, err := ii.ImageIndex(desc.Digest)
 		if err == nil {
-			err = remote.WriteIndex(r, idx, t.pushOptions(ctx)...)
+			err = remote.WriteIndex(r, idx, t.pushOptions(ctx, d)...)
 		}
 		return t.full(d), indexSize(idx), err
 	}
 	img, err := ii.Image(desc.Digest)
 	if err == nil {
-		err = remote.Write(r, img, t.pushOptions(ctx)...)
+		err = remote.Write(r, img, t.pushOptions(ctx, d)...)
 	}
 	if err != nil {
 		return "", 0, err
@@ -393,7 +399,7 @@ func PushArchive(ctx context.Context, d Daemon, path, tag string) ([]string, err
 		if err != nil {
 			return out, err
 		}
-		if err := remote.Write(r, img, t.pushOptions(ctx)...); err != nil {
+		if err := remote.Write(r, img, t.pushOptions(ctx, d)...); err != nil {
 			return out, fmt.Errorf("push %s: %w", t.full(d), err)
 		}
 		out = append(out, t.full(d))
