@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -47,6 +48,10 @@ type Router struct {
 	AllowPlainHTTP func(context.Context) context.Context
 	// Status describes the daemon.
 	Status func() Status
+	// Mirrors, when set, are the only registries the cache serves: every
+	// cluster reaches the daemon, and must not make it fetch from
+	// anywhere else (the host's loopback services, say). Nil serves any.
+	Mirrors []string
 	// Token authorizes pushes into the cache and prune (see token.go);
 	// empty refuses them.
 	Token string
@@ -93,6 +98,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ns := r.URL.Query().Get("ns")
 	if ns == "" || rt.isSelf(ns) {
 		rt.Local.ServeHTTP(w, r)
+		return
+	}
+	if rt.Mirrors != nil && !slices.Contains(rt.Mirrors, ns) {
+		apiError(w, http.StatusForbidden, "DENIED", fmt.Sprintf("this cache does not mirror %s: add it with 'ephemera registry configure --registry-mirror %s' (and restart the cache)", ns, ns))
 		return
 	}
 	if insecure && rt.AllowPlainHTTP != nil {

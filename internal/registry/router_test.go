@@ -103,9 +103,10 @@ func TestRouter(t *testing.T) {
 	var pushes recorder
 	var plain atomic.Int64
 	rt := &Router{
-		Token: "t0ken",
-		Cache: c,
-		Local: local,
+		Token:   "t0ken",
+		Mirrors: []string{up.host(), "docker.io"},
+		Cache:   c,
+		Local:   local,
 		Push: func(w http.ResponseWriter, r *http.Request, ns string) {
 			pushes.ServeHTTP(w, r)
 			pushes.mu.Lock()
@@ -176,6 +177,12 @@ func TestRouter(t *testing.T) {
 	for _, path := range []string{"/v2/", "/v2/app/manifests/v1", "/v2/app/manifests/v1?ns=localhost:" + port, "/v2/app/blobs/uploads/?ns=127.0.0.1:" + port, "/insecure/v2/app/manifests/v1?ns=localhost", "/v2/app/manifests/v1?ns=[::1]:" + port} {
 		if resp := do(http.MethodGet, path); resp.StatusCode != http.StatusTeapot {
 			t.Errorf("GET %s: %s, want the local registry's 418", path, resp.Status)
+		}
+	}
+	// A registry the cache does not mirror is refused, not fetched.
+	for _, ns := range []string{"127.0.0.1:2379", "quay.io"} {
+		if resp := do(http.MethodGet, "/v2/team/x/manifests/v1?ns="+ns); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("GET with ns=%s, not mirrored: %s, want 403", ns, resp.Status)
 		}
 	}
 	// Pushes with ns and prune need the token: clusters reach the daemon too.

@@ -89,6 +89,7 @@ func Serve(ctx context.Context, dir, listen string) error {
 	}
 	rt := &Router{
 		Token:          token,
+		Mirrors:        mirrors,
 		Cache:          c,
 		Local:          local,
 		Push:           servePush(c),

@@ -215,8 +215,13 @@ func TestServe(t *testing.T) {
 		t.Errorf("export of an upstream image did not go through the cache: %+v", st.Stats)
 	}
 
-	// Import into a second daemon: local images land in its local registry.
-	d2 := serveInProcess(t, t.TempDir())
+	// Import into a second daemon: local images land in its local registry,
+	// the others in its cache, which must mirror their registry.
+	dir2 := t.TempDir()
+	if err := SaveSettings(dir2, Settings{Mirrors: []string{up.host()}}); err != nil {
+		t.Fatal(err)
+	}
+	d2 := serveInProcess(t, dir2)
 	progress.Reset()
 	imported, err := Import(ctx, d2, out, &progress)
 	if err != nil {
