@@ -65,6 +65,7 @@ type Registry struct {
 	manifests int
 	blobs     int
 	blobGets  map[string]int
+	blobBytes int64
 }
 
 // ServeRegistry serves an empty registry on the test host until the test
@@ -156,6 +157,13 @@ func (r *Registry) BlobGets(digest string) int {
 	return r.blobGets[digest]
 }
 
+// BlobBytes is the number of bytes of blob bodies sent so far (GETs).
+func (r *Registry) BlobBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blobBytes
+}
+
 // Stop closes the listener and every connection: connections to the
 // registry are refused until Start.
 func (r *Registry) Stop() {
@@ -236,8 +244,8 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		r.mu.Unlock()
 	}
-	if kind == "blob" && req.Method == http.MethodGet && r.opts.Throttle > 0 {
-		w = &throttledWriter{ResponseWriter: w, rate: r.opts.Throttle}
+	if kind == "blob" && req.Method == http.MethodGet {
+		w = &blobWriter{ResponseWriter: w, r: r, rate: r.opts.Throttle}
 	}
 	r.handler.ServeHTTP(w, req)
 }
@@ -258,28 +266,38 @@ func classify(path string) (kind, digest string) {
 	return "", ""
 }
 
-// throttledWriter writes at most rate bytes per second, in tenths of a
+// blobWriter counts the bytes of a blob body in r.blobBytes and, if rate
+// is positive, writes at most rate bytes per second, in tenths of a
 // second, flushing each.
-type throttledWriter struct {
+type blobWriter struct {
 	http.ResponseWriter
+	r    *Registry
 	rate int
 }
 
-func (w *throttledWriter) Write(p []byte) (int, error) {
-	chunk := max(w.rate/10, 1)
+func (w *blobWriter) Write(p []byte) (int, error) {
+	chunk := len(p)
+	if w.rate > 0 {
+		chunk = max(w.rate/10, 1)
+	}
 	n := 0
 	for len(p) > 0 {
 		c := min(chunk, len(p))
 		m, err := w.ResponseWriter.Write(p[:c])
 		n += m
+		w.r.mu.Lock()
+		w.r.blobBytes += int64(m)
+		w.r.mu.Unlock()
 		if err != nil {
 			return n, err
 		}
-		if f, ok := w.ResponseWriter.(http.Flusher); ok {
-			f.Flush()
-		}
 		p = p[c:]
-		time.Sleep(time.Duration(c) * time.Second / time.Duration(w.rate))
+		if w.rate > 0 {
+			if f, ok := w.ResponseWriter.(http.Flusher); ok {
+				f.Flush()
+			}
+			time.Sleep(time.Duration(c) * time.Second / time.Duration(w.rate))
+		}
 	}
 	return n, nil
 }

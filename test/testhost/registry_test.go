@@ -107,6 +107,9 @@ func TestRegistryPushPullCountsStopStart(t *testing.T) {
 	if n := reg.BlobGets(pad); n != 1 {
 		t.Errorf("BlobGets(padding layer) = %d, want 1", n)
 	}
+	if n := reg.BlobBytes(); n < size || n > size+4096 {
+		t.Errorf("BlobBytes = %d after one pull, want the padding layer's %d and a config", n, size)
+	}
 	// A second image on top of the first: its base layer is the first's.
 	second := PushImage(t, reg, reg.Host()+"/base/app:v2", pushed, 1024)
 	if l, _ := second.Layers(); len(l) != 2 || digestOf(t, l[0]) != pad {
