@@ -598,6 +598,10 @@ func TestRegistry(t *testing.T) {
 		if checked == 0 {
 			t.Errorf("no blob in %s/blobs/sha256: the test checked nothing", cacheDir)
 		}
+		// The restarted daemon removed the killed one's partial download.
+		if tmp, _ := filepath.Glob(filepath.Join(cacheDir, "blobs", "sha256", ".tmp-*")); len(tmp) > 0 {
+			t.Errorf("partial downloads left in the store after the restart: %v", tmp)
+		}
 	})
 
 	t.Run("chained caches", func(t *testing.T) {
