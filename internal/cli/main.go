@@ -21,6 +21,8 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/cli/kube"
 	"github.com/ephemera-dev/ephemera/internal/cli/load"
 	"github.com/ephemera-dev/ephemera/internal/cli/logs"
+	"github.com/ephemera-dev/ephemera/internal/cli/push"
+	registrycmd "github.com/ephemera-dev/ephemera/internal/cli/registry"
 	"github.com/ephemera-dev/ephemera/internal/cli/run"
 	"github.com/ephemera-dev/ephemera/internal/cli/serve"
 	"github.com/ephemera-dev/ephemera/internal/cli/supervise"
@@ -28,6 +30,7 @@ import (
 	kubecache "github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/provider"
 	"github.com/ephemera-dev/ephemera/internal/provider/local"
+	"github.com/ephemera-dev/ephemera/internal/registry"
 	"github.com/ephemera-dev/ephemera/internal/server"
 )
 
@@ -105,6 +108,7 @@ Start here:
 	cacheDir, _ := kubecache.DefaultCacheDir()
 	cmd.PersistentFlags().StringVar(&e.StateDir, "state-dir", stateDir, "where clusters keep their state (env "+local.StateDirEnv+")")
 	cmd.PersistentFlags().StringVar(&e.CacheDir, "cache-dir", cacheDir, "where built Kubernetes versions are cached (env "+kubecache.CacheDirEnv+")")
+	cmd.PersistentFlags().StringVar(&e.RegistryDir, "registry-dir", "", "the host's image registry daemon's dir (env "+registry.DirEnv+"; default: registry under --cache-dir)")
 	cmd.PersistentFlags().StringVar(&e.ServerKubeconfig, "server-kubeconfig", "", "kubeconfig of the ephemera server's management plane (env "+env.ServerKubeconfigEnv+"; default: the one 'ephemera serve' writes under --state-dir)")
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath())
@@ -120,6 +124,8 @@ Start here:
 		kube.NewCommand(e),
 		build.NewCommand(e),
 		load.NewCommand(e),
+		push.NewCommand(e),
+		registrycmd.NewCommand(e),
 		serve.NewCommand(e),
 		run.NewCommand(e),
 		version.NewCommand(e),

@@ -2,6 +2,7 @@
 package env
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/progress"
 	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/registry"
 	"github.com/ephemera-dev/ephemera/internal/server"
 )
 
@@ -46,6 +48,9 @@ type Env struct {
 	// AdvertiseAddress makes clusters reachable from other machines
 	// (create cluster and serve --advertise-address).
 	AdvertiseAddress string
+	// RegistryDir is the registry daemon's dir, from --registry-dir; empty
+	// means RegistryPath's default.
+	RegistryDir string
 	// ServerKubeconfig is the management plane's kubeconfig, from
 	// --server-kubeconfig; empty means ServerKubeconfigPath's default.
 	ServerKubeconfig string
@@ -64,6 +69,25 @@ func (e *Env) Providers() *provider.Registry {
 		e.providers = e.NewProviders(e)
 	}
 	return e.providers
+}
+
+// RegistryPath returns the registry daemon's dir: --registry-dir, else
+// $EPHEMERA_REGISTRY_DIR, else registry under the cache dir.
+func (e *Env) RegistryPath() string {
+	if e.RegistryDir != "" {
+		return e.RegistryDir
+	}
+	return registry.DefaultDir(e.CacheDir)
+}
+
+// EnsureRegistry returns the host's registry daemon, starting this program
+// as the daemon when none runs for RegistryPath.
+func (e *Env) EnsureRegistry(ctx context.Context) (registry.Daemon, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return registry.Daemon{}, fmt.Errorf("start registry daemon: %w", err)
+	}
+	return registry.Ensure(ctx, e.RegistryPath(), self)
 }
 
 // Progress returns a reporter on ErrOut that redraws lines only on a terminal.

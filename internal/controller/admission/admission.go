@@ -117,14 +117,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		}
 		r.Provisioner.Release(name)
 	}
-	// Decided in order, in memory; now written, in parallel. A write that
-	// fails leaves its TestCluster waiting and its cluster free, which the
-	// next pass sees.
+	// Decided in order, in memory; now written: queues in parallel, each
+	// queue's binds one after the other, in its order, so that nobody sees
+	// a claim bound before one ahead of it. A write that fails leaves its
+	// TestCluster waiting and its cluster free, and holds back the rest
+	// of its queue: the next pass sees them all.
 	var errs []error
 	var g errgroup.Group
 	g.SetLimit(parallelWrites)
-	for _, b := range plan.Binds {
-		g.Go(func() error { return r.bind(ctx, b, now) })
+	for _, binds := range bindsByQueue(plan.Binds) {
+		g.Go(func() error {
+			for _, b := range binds {
+				if err := r.bind(ctx, b, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
 	for _, p := range plan.Positions {
 		r.markQueued(p.TestCluster, now)
@@ -159,6 +168,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{RequeueAfter: 50 * time.Millisecond}, nil
 	}
 	return reconcile.Result{RequeueAfter: resync}, nil
+}
+
+// bindsByQueue splits binds by queue, keeping their order within each.
+func bindsByQueue(binds []Bind) [][]Bind {
+	var out [][]Bind
+	at := map[string]int{}
+	for _, b := range binds {
+		i, ok := at[b.Queue]
+		if !ok {
+			i = len(out)
+			at[b.Queue] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], b)
+	}
+	return out
 }
 
 func (r *Reconciler) init() {

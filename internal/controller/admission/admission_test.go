@@ -82,3 +82,22 @@ func TestSharedHostPort(t *testing.T) {
 		})
 	}
 }
+
+func TestBindsByQueue(t *testing.T) {
+	b := func(queue, name string) Bind {
+		return Bind{Queue: queue, TestCluster: &v1alpha1.TestCluster{ObjectMeta: metav1.ObjectMeta{Name: name}}}
+	}
+	got := bindsByQueue([]Bind{b("pool/a", "1"), b("ns/x", "2"), b("pool/a", "3"), b("pool/a", "4"), b("ns/x", "5")})
+	var names [][]string
+	for _, q := range got {
+		var n []string
+		for _, x := range q {
+			n = append(n, x.Queue+":"+x.TestCluster.Name)
+		}
+		names = append(names, n)
+	}
+	want := [][]string{{"pool/a:1", "pool/a:3", "pool/a:4"}, {"ns/x:2", "ns/x:5"}}
+	if d := cmp.Diff(want, names); d != "" {
+		t.Errorf("bindsByQueue (-want +got):\n%s", d)
+	}
+}

@@ -102,6 +102,7 @@ type Cache struct {
 	tags       *tags
 	transports *transports
 	flight     singleflight.Group // tag resolutions
+	uploads    *uploads           // pushes (ServePush)
 
 	mu        sync.Mutex
 	downloads map[string]*download // by hex digest
@@ -172,6 +173,7 @@ func New(cfg Config) (*Cache, error) {
 		store:      st,
 		tags:       tg,
 		downloads:  map[string]*download{},
+		uploads:    newUploads(),
 		transports: &transports{base: base, keychain: cfg.Keychain, insecure: insecure, m: map[string]http.RoundTripper{}},
 	}
 	if cfg.MaxBytes > 0 {

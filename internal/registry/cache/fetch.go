@@ -31,7 +31,7 @@ func (c *Cache) do(ctx context.Context, up *upstream, repo, method, kind, ref st
 	if err != nil {
 		return nil, nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, up.url(repo, kind, ref), nil)
+	req, err := http.NewRequestWithContext(withPlainHost(ctx, up), method, up.url(repo, kind, ref), nil)
 	if err != nil {
 		return nil, nil, err
 	}

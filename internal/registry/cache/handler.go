@@ -62,7 +62,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", repo))
 		return
 	}
-	up, err := c.upstreamFor(r.URL.Query().Get("ns"))
+	up, err := c.upstreamFor(r.URL.Query().Get("ns"), plainHTTPAllowed(r.Context()))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "NAME_INVALID", err.Error())
 		return
@@ -103,12 +103,22 @@ func splitPath(rest string) (repo, kind, ref string, ok bool) {
 // serveStored serves a stored blob or manifest, counting a hit if hit is
 // set; false when the store lacks it.
 func (c *Cache) serveStored(w http.ResponseWriter, r *http.Request, kind, hex string, hit bool) bool {
-	f, release, err := c.store.open(hex)
+	return serveStored(w, r, c.store, kind, hex, func() {
+		if hit {
+			c.hits.Add(1) // before the client has it all
+		}
+	})
+}
+
+// serveStored serves a blob or manifest of st; false when st lacks it.
+// opened, when not nil, is called once it is open, before it is sent.
+func serveStored(w http.ResponseWriter, r *http.Request, st *store, kind, hex string, opened func()) bool {
+	f, release, err := st.open(hex)
 	if err != nil {
 		return false
 	}
-	if hit {
-		c.hits.Add(1) // before the client has it all
+	if opened != nil {
+		opened()
 	}
 	defer release()
 	defer f.Close()

@@ -166,27 +166,35 @@ func (s *store) put(r io.Reader, want string, obs putObserver) (string, int64, e
 	if want != "" && got != want {
 		return "", 0, fmt.Errorf("sha256:%s: got sha256:%s: %w", want, got, ErrDigestMismatch)
 	}
-	if err := tmp.Sync(); err != nil {
-		return "", 0, err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", 0, err
-	}
-	if err := os.Rename(tmp.Name(), s.path(got)); err != nil {
-		return "", 0, err
-	}
+	err = s.commit(tmp, got, n)
 	tmp = nil
+	return got, n, err
+}
+
+// commit moves a temp file of the store's directory, whose content hashed to
+// hex and is n bytes long, into the store under its digest. It closes tmp and
+// removes it on failure.
+func (s *store) commit(tmp *os.File, hex string, n int64) error {
+	err := tmp.Sync()
+	err = errors.Join(err, tmp.Close())
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.path(hex))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
 	s.mu.Lock()
-	if e, ok := s.blobs[got]; ok {
+	if e, ok := s.blobs[hex]; ok {
 		s.total -= e.size
 		e.size = n
 		e.access = s.now()
 	} else {
-		s.blobs[got] = &entry{size: n, access: s.now()}
+		s.blobs[hex] = &entry{size: n, access: s.now()}
 	}
 	s.total += n
 	s.mu.Unlock()
-	return got, n, nil
+	return nil
 }
 
 type observedWriter struct {

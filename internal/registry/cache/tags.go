@@ -5,14 +5,17 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 )
 
 // tags remembers what each tag last resolved to: in memory with the time it
-// was resolved, and on disk (<Dir>/tags/<upstream>/<repo>/<tag>, holding the
-// digest) so a restarted cache still serves tags while the upstream is down.
+// was resolved, and on disk (<Dir>/tags/<upstream>/<repo>/_tags/<tag>, holding
+// the digest) so a restarted cache still serves tags while the upstream is
+// down. No repository path component starts with "_", so the tags of a
+// repository never mix with a nested repository (app:v1 and app/v1:x).
 type tags struct {
 	dir string
 
@@ -40,8 +43,14 @@ func openTags(root string) (*tags, error) {
 	return t, err
 }
 
-// key names a tag; repo and tag were validated, upstream is a host.
-func tagKey(upstream, repo, tag string) string { return filepath.Join(upstream, repo, tag) }
+// tagsDir holds a repository's tags under t.dir.
+const tagsDir = "_tags"
+
+// key names a tag; repo and tag were validated, upstream is a host (or empty
+// for the local registry).
+func tagKey(upstream, repo, tag string) string {
+	return filepath.Join(upstream, repo, tagsDir, tag)
+}
 
 // get returns the last digest a tag resolved to and when (zero if it was
 // known only from disk).
@@ -89,4 +98,49 @@ func (t *tags) set(key, hex string, now time.Time) error {
 		os.Remove(f.Name())
 	}
 	return err
+}
+
+// list returns a repository's tags, sorted; none when it has none.
+func (t *tags) list(upstream, repo string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(t.dir, upstream, repo, tagsDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && tagName.MatchString(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil // ReadDir sorts by name
+}
+
+// all returns every tag under upstream as REPO:TAG, sorted.
+func (t *tags) all(upstream string) ([]string, error) {
+	root := filepath.Join(t.dir, upstream)
+	var refs []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == root {
+			return fs.SkipAll
+		}
+		if err != nil || d.IsDir() || !d.Type().IsRegular() {
+			return err
+		}
+		dir, tag := filepath.Split(p)
+		repoDir, ok := strings.CutSuffix(filepath.Dir(dir), string(filepath.Separator)+tagsDir)
+		if !ok || !tagName.MatchString(tag) {
+			return nil
+		}
+		repo, err := filepath.Rel(root, repoDir)
+		if err != nil || !repoName.MatchString(filepath.ToSlash(repo)) {
+			return nil
+		}
+		refs = append(refs, filepath.ToSlash(repo)+":"+tag)
+		return nil
+	})
+	slices.Sort(refs)
+	return refs, err
 }

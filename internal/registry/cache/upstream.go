@@ -23,6 +23,11 @@ var ErrInsecure = errors.New("plain HTTP to a registry not listed as insecure")
 // dockerHub is where docker.io is served from.
 const dockerHub = "registry-1.docker.io"
 
+// plainHTTPSuffix ends the tag key of an upstream reached over plain HTTP by
+// a request's AllowPlainHTTP: what it resolved is not trusted by requests
+// that must use HTTPS. No host contains it.
+const plainHTTPSuffix = "+http"
+
 // upstream is one registry the cache pulls from, resolved for a request.
 type upstream struct {
 	key    string   // the Upstreams key (or ns) it came from: tags are kept per key
@@ -30,11 +35,51 @@ type upstream struct {
 	mirror bool     // pass ns on
 	ns     string   // the namespace asked for, passed on to a mirror
 	auth   authn.Authenticator
+	// plain is set when the request's AllowPlainHTTP made base plain HTTP
+	// (base.Host may then be reached over HTTP by this request only), or,
+	// for a mirror, is passed on to it (its /insecure/v2/ path).
+	plain bool
+}
+
+type plainHTTPKey struct{}
+
+// AllowPlainHTTP returns a context under which a request to the cache may
+// reach its ns upstream over plain HTTP (http://HOST) even when HOST is not in
+// Config.Insecure, and a mirror upstream (Upstream.Mirror, another host's
+// ephemera registry) is asked under /insecure/v2/ to do the same. Other
+// requests for that host still use HTTPS: the tags the two resolve are kept
+// apart; content by digest, verified, is shared.
+func AllowPlainHTTP(ctx context.Context) context.Context {
+	return context.WithValue(ctx, plainHTTPKey{}, true)
+}
+
+func plainHTTPAllowed(ctx context.Context) bool {
+	ok, _ := ctx.Value(plainHTTPKey{}).(bool)
+	return ok
+}
+
+type plainHostKey struct{}
+
+// withPlainHost lets the requests made under ctx for up reach its host over
+// plain HTTP, when up was picked under AllowPlainHTTP.
+func withPlainHost(ctx context.Context, up *upstream) context.Context {
+	if !up.plain || up.mirror {
+		return ctx
+	}
+	return context.WithValue(ctx, plainHostKey{}, up.base.Host)
+}
+
+// plainHostAllowed is whether ctx lets a request reach host over plain HTTP
+// (HOST and HOST:80 are one address).
+func plainHostAllowed(ctx context.Context, host string) bool {
+	h, _ := ctx.Value(plainHostKey{}).(string)
+	return h != "" && strings.TrimSuffix(h, ":80") == strings.TrimSuffix(host, ":80")
 }
 
 // upstreamFor picks the upstream for a request's ns query parameter (empty
-// when the client named none).
-func (c *Cache) upstreamFor(ns string) (*upstream, error) {
+// when the client named none); plain is whether the request carries
+// AllowPlainHTTP.
+func (c *Cache) upstreamFor(ns string, plain bool) (*upstream, error) {
 	if ns != "" && !validHost(ns) {
 		return nil, fmt.Errorf("ns %q is not a registry host", ns)
 	}
@@ -58,16 +103,24 @@ func (c *Cache) upstreamFor(ns string) (*upstream, error) {
 		scheme := "https"
 		if c.insecure[host] {
 			scheme = "http"
+			plain = false // every request may
+		} else if plain {
+			scheme = "http"
 		}
 		u = Upstream{URL: scheme + "://" + host}
+	} else if !u.Mirror {
+		plain = false // a configured URL is used as configured
 	}
 	base, err := parseUpstreamURL(u.URL)
 	if err != nil {
 		return nil, err
 	}
-	up := &upstream{key: key, base: base, mirror: u.Mirror, ns: ns, auth: u.Auth}
+	up := &upstream{key: key, base: base, mirror: u.Mirror, ns: ns, auth: u.Auth, plain: plain}
 	if up.mirror && up.ns == "" {
 		up.ns = key
+	}
+	if plain {
+		up.key += plainHTTPSuffix
 	}
 	return up, nil
 }
@@ -108,7 +161,11 @@ func (u *upstream) repoPath(repo string) string {
 
 // url is the upstream address of /v2/<repo>/<kind>/<ref>.
 func (u *upstream) url(repo, kind, ref string) string {
-	v := &url.URL{Scheme: u.base.Scheme, Host: u.base.Host, Path: "/v2/" + u.repoPath(repo) + "/" + kind + "/" + ref}
+	p := "/v2/" + u.repoPath(repo) + "/" + kind + "/" + ref
+	if u.mirror && u.plain {
+		p = "/insecure" + p
+	}
+	v := &url.URL{Scheme: u.base.Scheme, Host: u.base.Host, Path: p}
 	if u.mirror && u.ns != "" {
 		v.RawQuery = url.Values{"ns": {u.ns}}.Encode()
 	}
@@ -133,14 +190,15 @@ func baseTransport(extraCA []byte, insecure map[string]bool) (http.RoundTripper,
 
 // schemeGuard refuses plain HTTP to hosts not named insecure, whatever asks
 // for it (go-containerregistry tries http for loopback and private
-// addresses, and a redirect may point there).
+// addresses, and a redirect may point there), but to the host a request's
+// context allows (withPlainHost).
 type schemeGuard struct {
 	inner    http.RoundTripper
 	insecure map[string]bool
 }
 
 func (g *schemeGuard) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Scheme != "https" && !g.insecure[r.URL.Host] {
+	if r.URL.Scheme != "https" && !g.insecure[r.URL.Host] && !plainHostAllowed(r.Context(), r.URL.Host) {
 		if r.Body != nil {
 			r.Body.Close()
 		}
@@ -160,7 +218,11 @@ type transports struct {
 	m  map[string]http.RoundTripper
 }
 
+// get returns the transport for u and repo; the ping and authentication are
+// made under ctx. Transports are kept by scheme, host and repository, so one
+// made for plain HTTP is never used for HTTPS.
 func (ts *transports) get(ctx context.Context, u *upstream, repo string) (http.RoundTripper, error) {
+	ctx = withPlainHost(ctx, u)
 	key := u.base.String() + "/" + repo
 	ts.mu.Lock()
 	t, ok := ts.m[key]

@@ -209,3 +209,107 @@ func TestInsecureHostForms(t *testing.T) {
 		}
 	}
 }
+
+// insecureRouter serves h as the daemon does: requests under /insecure/ with
+// AllowPlainHTTP, the others as they come.
+func insecureRouter(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/insecure/"); ok {
+			r2 := r.WithContext(AllowPlainHTTP(r.Context()))
+			r2.URL = new(url.URL)
+			*r2.URL = *r.URL
+			r2.URL.Path = "/" + rest
+			r2.URL.RawPath = ""
+			r = r2
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func TestAllowPlainHTTP(t *testing.T) {
+	up := newUpstream(t, false, nil)
+	img := push(t, up, "app", "v1", 1024, 1)
+	pushed := up.total()
+	c, err := New(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(insecureRouter(c))
+	defer srv.Close()
+	get := func(prefix string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + prefix + "/v2/app/manifests/v1?ns=" + url.QueryEscape(up.host()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Docker-Content-Digest")
+	}
+	if code, _ := get(""); code == http.StatusOK {
+		t.Error("manifest served from a plain-HTTP upstream without AllowPlainHTTP")
+	}
+	if n := up.total() - pushed; n != 0 {
+		t.Errorf("the upstream answered %d plain-HTTP requests made without AllowPlainHTTP", n)
+	}
+	if code, d := get("/insecure"); code != http.StatusOK || d != mustDigest(t, img).String() {
+		t.Fatalf("with AllowPlainHTTP: %d %s, want 200 %s", code, d, mustDigest(t, img))
+	}
+	reached := up.total()
+	// Neither the transport nor the tag it resolved serve a request
+	// without it.
+	if code, _ := get(""); code == http.StatusOK {
+		t.Error("manifest by tag served without AllowPlainHTTP after a request with it")
+	}
+	if n := up.total() - reached; n != 0 {
+		t.Errorf("the upstream answered %d plain-HTTP requests made without AllowPlainHTTP after one with it", n)
+	}
+	if code, _ := get("/insecure"); code != http.StatusOK {
+		t.Errorf("with AllowPlainHTTP again: %d", code)
+	}
+	// go-containerregistry falls back to http for loopback hosts by itself;
+	// for others, the scheme picked is all there is.
+	for _, plain := range []bool{false, true} {
+		u, err := c.upstreamFor("reg.example", plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]string{false: "https", true: "http"}[plain]; u.base.Scheme != want || u.url("app", kindManifests, "v1") != want+"://reg.example/v2/app/manifests/v1" {
+			t.Errorf("plain HTTP allowed %v: upstream %s, want %s", plain, u.url("app", kindManifests, "v1"), want)
+		}
+	}
+}
+
+func TestAllowPlainHTTPPassedToMirror(t *testing.T) {
+	origin := newUpstream(t, false, nil)
+	img := push(t, origin, "app", "v1", 1024, 1)
+	// The peer cache pulls from origin over plain HTTP only when asked
+	// under /insecure/.
+	peer, err := New(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerSrv := httptest.NewServer(insecureRouter(peer))
+	defer peerSrv.Close()
+	peerHost := strings.TrimPrefix(peerSrv.URL, "http://")
+	c, err := New(Config{Dir: t.TempDir(), Upstreams: map[string]Upstream{"*": {URL: peerSrv.URL, Mirror: true}}, Insecure: []string{peerHost}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(insecureRouter(c))
+	defer srv.Close()
+	get := func(prefix string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + prefix + "/v2/app/manifests/v1?ns=" + url.QueryEscape(origin.host()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Docker-Content-Digest")
+	}
+	if code, _ := get(""); code == http.StatusOK {
+		t.Error("served through the peer without AllowPlainHTTP")
+	}
+	if code, d := get("/insecure"); code != http.StatusOK || d != mustDigest(t, img).String() {
+		t.Errorf("through the peer with AllowPlainHTTP: %d %s, want 200 %s", code, d, mustDigest(t, img))
+	}
+}

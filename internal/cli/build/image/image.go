@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
+	pushimage "github.com/ephemera-dev/ephemera/internal/cli/push/image"
 	"github.com/ephemera-dev/ephemera/internal/image"
 )
 
@@ -26,6 +27,7 @@ type options struct {
 	env        []string
 	user       string
 	files      []string
+	push       bool
 }
 
 // NewCommand returns the build image command.
@@ -49,7 +51,11 @@ CMD). The image runs as root unless --user names another user.
 
 Pods then use the image by its tag. Give it a tag other than latest, so the
 kubelet uses the loaded copy instead of pulling (or set imagePullPolicy:
-Never).`,
+Never).
+
+With --push the image also goes to the host's local registry (see 'ephemera
+push image'), and its name there, localhost:PORT/NAME:TAG, is printed: every
+real-node cluster on the host pulls it by that name. -o is optional then.`,
 		Example: `  # Build a Go program and pack it
   CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -o hello ./cmd/hello
   ephemera build image --from-binary ./hello --tag example.com/hello:v1 -o hello.tar
@@ -60,7 +66,11 @@ Never).`,
 
   # Listen on 8080 as nobody, with a config file
   ephemera build image --from-binary ./server --tag example.com/server:v1 -o server.tar \
-    --arg=--listen=:8080 --user 65534:65534 --add ./config.yaml:/etc/server/config.yaml`,
+    --arg=--listen=:8080 --user 65534:65534 --add ./config.yaml:/etc/server/config.yaml
+
+  # Push it to the local registry for every cluster on the host
+  ephemera build image --from-binary ./hello --tag hello:v1 --push   # localhost:5001/hello:v1
+  kubectl run hello --image=localhost:5001/hello:v1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd.Context(), e, opts)
@@ -69,20 +79,21 @@ Never).`,
 	f := cmd.Flags()
 	f.StringVar(&opts.binary, "from-binary", "", "static linux/amd64 program to pack (required)")
 	f.StringVarP(&opts.tag, "tag", "t", "", "image name, like example.com/app:v1 (required)")
-	f.StringVarP(&opts.output, "output", "o", "", "image archive to write, like app.tar (required)")
+	f.StringVarP(&opts.output, "output", "o", "", "image archive to write, like app.tar (required unless --push)")
 	f.StringVar(&opts.path, "path", "", "where the binary goes in the image (default /NAME of the binary)")
 	f.StringArrayVar(&opts.entrypoint, "entrypoint", nil, "entrypoint argv, one flag per word (default the binary)")
 	f.StringArrayVar(&opts.args, "arg", nil, "default argument, one flag per word; pods' args replace them")
 	f.StringArrayVar(&opts.env, "env", nil, "environment variable KEY=VALUE (repeat for several)")
 	f.StringVar(&opts.user, "user", "", "user[:group] the program runs as, like 65534:65534 (default root)")
 	f.StringArrayVar(&opts.files, "add", nil, "extra file HOST:IMAGEPATH, like ./app.yaml:/etc/app.yaml (repeat for several)")
+	f.BoolVar(&opts.push, "push", false, "also push the image to the host's local registry and print its name there (localhost:PORT/NAME:TAG)")
 	return cmd
 }
 
 func run(ctx context.Context, e *env.Env, opts *options) error {
 	var missing []string
 	for _, f := range []struct{ name, value string }{{"--from-binary", opts.binary}, {"--tag", opts.tag}, {"-o", opts.output}} {
-		if f.value == "" {
+		if f.value == "" && (f.name != "-o" || !opts.push) {
 			missing = append(missing, f.name)
 		}
 	}
@@ -123,6 +134,16 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 	if len(entrypoint) == 0 {
 		entrypoint = []string{imgPath}
 	}
+	kept := opts.output != ""
+	if opts.push && !kept {
+		tmp, err := os.MkdirTemp("", "ephemera-build-image-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		opts.output = filepath.Join(tmp, "image.tar")
+		defer func() { opts.output = "" }()
+	}
 	if fi, err := os.Stat(opts.output); err == nil && fi.IsDir() {
 		return fmt.Errorf("-o %s is a directory; name the archive file, like %s", opts.output, filepath.Join(opts.output, filepath.Base(opts.binary)+".tar"))
 	}
@@ -148,6 +169,18 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 	named := opts.tag
 	if full != opts.tag {
 		named += " (" + full + ")"
+	}
+	if opts.push {
+		if kept {
+			fmt.Fprintf(e.ErrOut, "Built image %s into %s (%s)\n", named, opts.output, size)
+		} else {
+			fmt.Fprintf(e.ErrOut, "Built image %s (%s)\n", named, size)
+		}
+		names, err := pushimage.Push(ctx, e, opts.output, "")
+		for _, n := range names {
+			fmt.Fprintln(e.Out, n)
+		}
+		return err
 	}
 	fmt.Fprintf(e.ErrOut, "Built image %s into %s (%s)\n", named, opts.output, size)
 	fmt.Fprintf(e.ErrOut, "Load it into a cluster: ephemera load image %s --cluster NAME\n", opts.output)

@@ -8,14 +8,17 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/exec"
 	"github.com/ephemera-dev/ephemera/internal/image"
+	"github.com/ephemera-dev/ephemera/internal/registry"
 )
 
 var (
@@ -159,5 +162,38 @@ func TestBuildImage(t *testing.T) {
 	want := []any{[]string{"/hello"}, []string{"--port=8080"}, []string{"MODE=test"}, "65534:65534"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("entrypoint, cmd, env, user (-want +got):\n%s", diff)
+	}
+}
+
+func TestBuildImagePush(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- registry.Serve(ctx, dir, "127.0.0.1:0") }()
+	defer func() { cancel(); <-done }()
+	var d registry.Daemon
+	for ok := false; !ok; time.Sleep(10 * time.Millisecond) {
+		d, ok, _ = registry.Running(dir)
+	}
+	var out, errOut bytes.Buffer
+	e := &env.Env{Out: &out, ErrOut: &errOut, RegistryDir: dir}
+	cmd := NewCommand(e)
+	cmd.SetArgs([]string{"--from-binary", staticBinary(t), "--tag", "example.com/hello:v1", "--push"})
+	cmd.SetOut(&errOut)
+	cmd.SetErr(&errOut)
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("build image --push: %v\n%s", err, errOut.String())
+	}
+	if want := d.LocalHost() + "/hello:v1\n"; out.String() != want {
+		t.Errorf("printed %q, want %q", out.String(), want)
+	}
+	ref, _ := name.ParseReference(d.Addr.String()+"/hello:v1", name.Insecure)
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatalf("pull the pushed image: %v", err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil || cfg.OS != "linux" || cfg.Architecture != "amd64" || len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/hello" {
+		t.Errorf("pushed image config %+v, %v", cfg, err)
 	}
 }
