@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh: the whole story in one run. Installs what is missing, creates a
 # cluster with one real node, builds an image of a small HTTP server
-# (examples/hello) without Docker and loads it, runs it behind a Service,
+# (examples/hello) without Docker and pushes it to the host's local registry, runs it behind a Service,
 # reaches it from another pod by DNS name and from the host through a
 # LoadBalancer address, prints the answers, and deletes the cluster, even on
 # failure.
@@ -12,8 +12,12 @@ hack/setup.sh
 E=bin/ephemera
 name=ephemera-demo
 workdir=$(mktemp -d)
+# The demo's own registry cache, removed at the end (yours lives under
+# ~/.cache/ephemera/registry and is kept between clusters).
+export EPHEMERA_REGISTRY_DIR="$workdir/registry"
 cleanup() {
   $E delete cluster "$name" || true
+  $E registry stop --purge || true
   rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -27,21 +31,21 @@ fi
 step "Create a cluster with one real node (kubelet, containerd, CNI, kube-proxy, CoreDNS)"
 $E create cluster "$name"
 
-step "Build an image of examples/hello without Docker and load it into the cluster"
+step "Build an image of examples/hello without Docker and push it to the host's local registry"
 CGO_ENABLED=0 go build -o "$workdir/hello" ./examples/hello
-$E build image --from-binary "$workdir/hello" --tag example.com/hello:v1 -o "$workdir/hello.tar"
-$E load image "$workdir/hello.tar" --cluster "$name"
+image=$($E build image --from-binary "$workdir/hello" --tag hello:v1 --push)
+echo "Every cluster on this host pulls it as $image"
 
 step "Run it behind a Service"
 $E get kubeconfig "$name" > "$workdir/kubeconfig"
 kubectl() { "$($E kube path kubectl)" --kubeconfig "$workdir/kubeconfig" "$@"; }
 kubectl get nodes -o wide
-kubectl create deployment hello --image=example.com/hello:v1 --port=8080 -- /hello serve
+kubectl create deployment hello --image="$image" --port=8080 -- /hello serve
 kubectl expose deployment hello --port=80 --target-port=8080
 kubectl rollout status deployment/hello --timeout=60s
 
 step "Call it from another pod by its DNS name"
-kubectl run client --image=example.com/hello:v1 --restart=Never -- get http://hello.default.svc.cluster.local/
+kubectl run client --image="$image" --restart=Never -- get http://hello.default.svc.cluster.local/
 kubectl wait pod/client --for=jsonpath='{.status.phase}'=Succeeded --timeout=60s
 echo "The client pod got: $(kubectl logs client)"
 kubectl get pods -A -o wide
@@ -58,8 +62,11 @@ echo "hello-lb has the address $ip; the host got: $("$workdir/hello" get "http:/
 step "Clusters"
 $E get clusters -o wide
 
+step "The registry cache every real-node cluster pulls through"
+$E registry status
 step "Delete the cluster"
 $E delete cluster "$name"
+$E registry stop --purge
 trap - EXIT
 rm -rf "$workdir"
 echo "Done: nothing is left behind."

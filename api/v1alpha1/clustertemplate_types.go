@@ -93,6 +93,16 @@ type NetworkSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=atomic
 	Ports []PortMapping `json:"ports,omitempty"`
+
+	// insecureRegistries are registries, HOST:PORT, the cluster's nodes
+	// may pull from over plain HTTP (directly, or through the host's
+	// registry cache when it mirrors them). Every other registry must be
+	// HTTPS.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=255
+	// +listType=set
+	InsecureRegistries []string `json:"insecureRegistries,omitempty"`
 }
 
 // PortMapping forwards a port of the host to a port of a cluster's ingress

@@ -74,6 +74,10 @@ func Providers(e *env.Env) *provider.Registry {
 			// management plane.
 			AdvertiseAddress: e.AdvertiseAddress,
 			AdvertiseWith:    []string{server.NewLayout(e.StateDir).ManagementPlaneStateDir()},
+			RegistryDir:      e.RegistryPath(),
+			Warnf: func(format string, args ...any) {
+				fmt.Fprintf(e.ErrOut, "Warning: "+format+"\n", args...)
+			},
 			Network: local.NetworkOptions{
 				IngressDomainBase: e.IngressDomainBase,
 				DNSUpstream:       e.DNSUpstream,

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -44,6 +45,7 @@ import (
 	"github.com/ephemera-dev/ephemera/internal/controller/testrun"
 	"github.com/ephemera-dev/ephemera/internal/progress"
 	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/registry"
 )
 
 // Options configure a server.
@@ -78,6 +80,9 @@ type Options struct {
 	// Instance it is recorded on the management cluster, so that two
 	// servers with different state dirs never manage one instance.
 	StateDir string
+	// RegistryDir is the host's registry cache, whose counters /metrics
+	// shows (ephemera_registry_*); empty shows none.
+	RegistryDir string
 	// OwnerLabel is the TestCluster label reported as the owner in the
 	// cluster-seconds metric.
 	OwnerLabel string
@@ -194,6 +199,10 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("start the controller manager: %w", err)
 	}
 	metrics.Register()
+	if opts.RegistryDir != "" {
+		// Registered once per process: a second Run keeps the first.
+		_ = crmetrics.Registry.Register(registry.Collector(opts.RegistryDir))
+	}
 
 	// The provisioner wakes the reconcilers whenever a cluster changes.
 	queueEvents := make(chan event.GenericEvent, 1)

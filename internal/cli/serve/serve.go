@@ -177,8 +177,8 @@ func run(ctx context.Context, e *env.Env, opts *options) error {
 		Instance: opts.instance, MetricsAddr: opts.metricsAddr, HealthAddr: opts.healthAddr,
 		LeaderElection: opts.leaderElect, LeaderElectionNamespace: opts.leaderNamespace,
 		MaxClusters: opts.maxClusters, MaxPerNamespace: opts.maxPerNamespace,
-		Limits:     testcluster.Limits{MaxHold: opts.maxHold, MaxTTL: opts.maxTTL, MaxLifetime: opts.maxLifetime},
-		StateDir:   e.StateDir,
+		Limits:   testcluster.Limits{MaxHold: opts.maxHold, MaxTTL: opts.maxTTL, MaxLifetime: opts.maxLifetime},
+		StateDir: e.StateDir, RegistryDir: e.RegistryPath(),
 		OwnerLabel: opts.ownerLabel, ReapInterval: opts.reapInterval, Progress: rep, Log: log,
 		ExternalURL: opts.externalURL, MetricsCertDir: opts.metricsCertDir, ArtifactLinkTTL: opts.artifactLinkTTL,
 	}

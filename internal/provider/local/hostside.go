@@ -18,7 +18,7 @@ import (
 // A real-node cluster's supervisor runs in the cluster's network namespace,
 // but some of its services live on the host's side: the DNS forwarder on
 // the host end of the veth (it reaches the host's resolvers, loopback ones
-// included) and the host port mappings. The creator, in the host's
+// included), the host port mappings and the registry cache's listener. The creator, in the host's
 // namespace, binds their sockets and hands them over to the supervisor as
 // inherited files, in a fixed order, with a handle on the host's network
 // namespace for the forwarder's queries upstream.
@@ -29,7 +29,7 @@ const (
 	dnsUDPFD
 	dnsTCPFD
 	// firstPortFD is the first host port mapping's listener; the others
-	// follow in the plan's order.
+	// follow in the plan's order, then the registry cache's listener.
 	firstPortFD
 )
 
@@ -114,7 +114,10 @@ func closeFiles(files []*os.File) {
 type inherited struct {
 	hostNetns, dnsUDP, dnsTCP *os.File
 	ports                     []*os.File
-	advertise                 *os.File
+	// registry is the registry cache's listener on the host end of the
+	// link, after the ports, when the node pulls through the cache.
+	registry  *os.File
+	advertise *os.File
 }
 
 // takeInheritedFiles returns the files the supervisor was given, marked
@@ -132,6 +135,10 @@ func takeInheritedFiles(st clusterState) inherited {
 			in.ports = append(in.ports, f(firstPortFD+i))
 		}
 		next = firstPortFD + len(node.HostPorts)
+		if node.Registry != nil {
+			in.registry = f(next)
+			next++
+		}
 	}
 	if st.Advertise != nil {
 		in.advertise = f(next)

@@ -34,7 +34,8 @@ func dnsUpstreams(node *realNode) ([]netip.AddrPort, error) {
 
 // startNetServices starts the real node's services on the host's side,
 // on the sockets the creator handed over (see hostSideFiles): the DNS
-// forwarder on the host end of the veth and the host port mappings. They
+// forwarder on the host end of the veth, the registry cache's listener
+// there and the host port mappings. They
 // run until ctx ends.
 func (s *supervisor) startNetServices(ctx context.Context, files inherited, upstreams []netip.AddrPort) error {
 	node := s.state.Node
@@ -72,6 +73,19 @@ func (s *supervisor) startNetServices(ctx context.Context, files inherited, upst
 		// collected, and closed, while the forwarder runs.
 		runtime.KeepAlive(hostNS)
 	}()
+	if files.registry != nil {
+		l, err := net.FileListener(files.registry)
+		files.registry.Close()
+		if err != nil {
+			return fmt.Errorf("the registry cache's socket: %w", err)
+		}
+		go func() {
+			if err := serveRegistryLink(ctx, l, node.Registry.Dir, netns.Dialer(vnetns.NsHandle(hostNS.Fd()))); err != nil {
+				fmt.Fprintf(os.Stderr, "registry: the cache's listener stopped: %v\n", err)
+			}
+			runtime.KeepAlive(hostNS)
+		}()
+	}
 	ingress := ingressAddress(node.LB)
 	s.startLoadBalancer(ctx, node.LB)
 	for i, m := range node.HostPorts {

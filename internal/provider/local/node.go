@@ -98,6 +98,11 @@ type realNode struct {
 	// ReachClusters lets the cluster open connections to other clusters
 	// (see firewallPlan).
 	ReachClusters bool `json:"reachClusters,omitempty"`
+	// Registry is how the node pulls through the host's registry cache
+	// (see registry.go); nil: it pulls from registries directly.
+	Registry *nodeRegistry `json:"registry,omitempty"`
+	// InsecureRegistries, HOST:PORT, are pulled over plain HTTP.
+	InsecureRegistries []string `json:"insecureRegistries,omitempty"`
 }
 
 // hostLacksSysResource reports whether this process may not lower
@@ -151,6 +156,8 @@ disabled_plugins = [
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{{.CNIBinDir}}"
     conf_dir = "{{.CNIConfDir}}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{{.CertsDir}}"
 `))
 
 // writeNodeConfig writes the configuration of containerd, CNI, the kubelet
@@ -169,6 +176,7 @@ func writeNodeConfig(dir string, node realNode, cgroup, podSubnet string) error 
 		"RestrictOOMScoreAdj": hostLacksSysResource(),
 		"CNIBinDir":           cniBinDir,
 		"CNIConfDir":          f(cniConfDir),
+		"CertsDir":            f(certsDir),
 	})
 	if err != nil {
 		return err
@@ -178,6 +186,9 @@ func writeNodeConfig(dir string, node realNode, cgroup, podSubnet string) error 
 		nodeResolvConf:         []byte("nameserver " + node.Network.HostIP.String() + "\n"),
 	}
 
+	if err := writeHostsFiles(dir, node); err != nil {
+		return fmt.Errorf("write the registries' hosts.toml: %w", err)
+	}
 	cni, err := json.MarshalIndent(cniConfig(podSubnet), "", "  ")
 	if err != nil {
 		return err

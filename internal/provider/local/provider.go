@@ -111,6 +111,13 @@ type Options struct {
 	// advertised address: every supervisor routes their clusters too (a
 	// server's clusters and its management plane).
 	AdvertiseWith []string
+	// RegistryDir is the host's registry cache (see package registry):
+	// real-node clusters start it if it is not running and pull through
+	// it. Empty: they pull from registries directly.
+	RegistryDir string
+	// Warnf reports what goes wrong without failing a create (a registry
+	// cache that does not start); nil drops it.
+	Warnf func(format string, args ...any)
 }
 
 // NetworkOptions are a provider's defaults for what a template's network
@@ -265,6 +272,14 @@ func (p *Provider) Validate(name string, spec v1alpha1.ClusterTemplateSpec) (*ku
 	if p.advertiseErr != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalid, p.advertiseErr)
 	}
+	for _, h := range spec.Network.InsecureRegistries {
+		if err := checkRegistryHostPort(h); err != nil {
+			return nil, fmt.Errorf("%w: network.insecureRegistries: %w", errInvalid, err)
+		}
+	}
+	if realNodes == 0 && len(spec.Network.InsecureRegistries) > 0 {
+		return nil, fmt.Errorf("%w: network.insecureRegistries are for a real node's image pulls: this cluster has no real node", errInvalid)
+	}
 	if realNodes == 0 && len(spec.Network.Ports) > 0 {
 		return nil, fmt.Errorf("%w: network.ports forward host ports to a real node's ingress address: this cluster has no real node", errInvalid)
 	}
@@ -364,6 +379,17 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		Spec:              spec,
 		CreatedAt:         p.now().UTC(),
 	}
+	var reg *nodeRegistry
+	if realNodes > 0 && p.opts.RegistryDir != "" {
+		// Before the network lock: the first create may start the cache.
+		var regErr error
+		if reg, regErr = planRegistry(ctx, p.opts.RegistryDir, p.supervisor[0]); regErr != nil {
+			if reg == nil {
+				return fmt.Errorf("create cluster %q: registry cache: %w", name, regErr)
+			}
+			p.warnf("the registry cache did not start, cluster %q pulls from registries directly until it does: %v", name, regErr)
+		}
+	}
 	if p.advertise.IsValid() {
 		st.Advertise = &advertised{Address: p.advertise, ServerName: apiServerName(name, strings.TrimSuffix(strings.ToLower(cmp.Or(spec.Network.Domain, p.net.Domain)), "."), p.net.IngressDomainBase, p.advertise.Addr())}
 		for _, d := range p.opts.AdvertiseWith {
@@ -393,17 +419,30 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		if err != nil {
 			return err
 		}
+		keep := []string{inst.Dir}
+		if reg != nil {
+			f, port, err := bindRegistryLink(nn.HostIP, registryLinkPort)
+			if err != nil {
+				return fmt.Errorf("create cluster %q: %w", name, err)
+			}
+			defer f.Close()
+			reg.Port = port
+			portFiles = append(portFiles, f)
+			keep = append(keep, reg.Dir)
+		}
 		st.Node = &realNode{
-			Network:       nn,
-			Keep:          []string{inst.Dir},
-			Images:        []string{inst.Image(kube.PauseImage), inst.Image(kube.CoreDNSImage)},
-			DNS:           dns,
-			LB:            lb,
-			IngressDomain: ingressDomain(name, settings.LocalDomain, settings.DomainBase, ingressAddress(lb)),
-			LocalDomain:   settings.LocalDomain,
-			DNSUpstreams:  settings.DNSUpstreams,
-			HostPorts:     settings.HostPorts,
-			ReachClusters: settings.Reach,
+			Network:            nn,
+			Keep:               keep,
+			Images:             []string{inst.Image(kube.PauseImage), inst.Image(kube.CoreDNSImage)},
+			DNS:                dns,
+			LB:                 lb,
+			IngressDomain:      ingressDomain(name, settings.LocalDomain, settings.DomainBase, ingressAddress(lb)),
+			LocalDomain:        settings.LocalDomain,
+			DNSUpstreams:       settings.DNSUpstreams,
+			HostPorts:          settings.HostPorts,
+			ReachClusters:      settings.Reach,
+			Registry:           reg,
+			InsecureRegistries: spec.Network.InsecureRegistries,
 		}
 		st.Ports = netnsPorts
 		st.Endpoint = "https://" + net.JoinHostPort(nn.NodeIP.String(), strconv.Itoa(st.Ports.APIServer))

@@ -180,6 +180,9 @@ func (s *supervisor) startup(ctx context.Context, startLate func()) error {
 		if err := ensureDNS(ctx, s.client, *s.state.Node); err != nil {
 			return fmt.Errorf("deploy cluster DNS: %w", err)
 		}
+		if err := ensureLocalRegistryHosting(ctx, s.client, *s.state.Node); err != nil {
+			return fmt.Errorf("publish the local registry (kube-public/local-registry-hosting): %w", err)
+		}
 	}
 	if err := registerSimulatedNodes(ctx, s.client, s.state.Name, s.state.Spec.Nodes.SimulatedCount()); err != nil {
 		return fmt.Errorf("register simulated nodes: %w", err)

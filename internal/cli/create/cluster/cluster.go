@@ -18,15 +18,16 @@ import (
 )
 
 type options struct {
-	file              string
-	realNodes         int32
-	simulatedNodes    int32
-	kubernetesVersion string
-	wait              time.Duration
-	retain            bool
-	ports             []string
-	dnsUpstream       []string
-	domain            string
+	file               string
+	realNodes          int32
+	simulatedNodes     int32
+	kubernetesVersion  string
+	wait               time.Duration
+	retain             bool
+	ports              []string
+	dnsUpstream        []string
+	domain             string
+	insecureRegistries []string
 }
 
 // NewCommand returns the create cluster command.
@@ -53,8 +54,17 @@ addresses come from --host-network; its API server listens there and the
 kubeconfig points there. Its pods and containerd reach whatever the host
 reaches (masqueraded behind the host), and resolve external names through a
 DNS forwarder on the host's side of the link (--dns-upstream overrides the
-host's resolvers). Clusters cannot reach each other. Load your images with
-'ephemera load image'.
+host's resolvers). Clusters cannot reach each other.
+
+A real node pulls images through the host's registry cache, started by the
+first such cluster and shared by all of them: docker.io, registry.k8s.io,
+ghcr.io, quay.io, gcr.io and the registries added with 'ephemera registry
+configure --registry-mirror' are fetched once per host and served from the
+cache afterwards (from the registry itself while the cache is down); other
+registries are pulled directly. Images pushed with 'ephemera push image' are
+pulled by their localhost:5001/NAME:TAG name, on the host and in every
+cluster. --insecure-registry HOST:PORT allows a plain-HTTP registry. 'ephemera
+load image' imports an archive into one cluster. See docs/registry.md.
 
 Services of type LoadBalancer get addresses from the cluster's range (a /28
 of --lb-network) within about a second, reachable from the host. The first,
@@ -109,7 +119,8 @@ its spec. A cluster file looks like:
   ephemera create cluster fast --wait 0   # return as soon as the API answers
   ephemera create cluster web --port 8080:80 --port 0.0.0.0:2222:22   # host ports onto the ingress address
   ephemera create cluster pr-42 --domain ci.example   # *.pr-42.ci.example resolves to its ingress address
-  ephemera create cluster shared --advertise-address 192.0.2.10   # reachable from other machines on 192.0.2.10:6443`,
+  ephemera create cluster shared --advertise-address 192.0.2.10   # reachable from other machines on 192.0.2.10:6443
+  ephemera create cluster lab --insecure-registry 10.0.0.5:5000   # pull from a plain-HTTP registry`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
@@ -132,6 +143,7 @@ its spec. A cluster file looks like:
 	cmd.Flags().BoolVar(&opts.retain, "retain", false, "keep the cluster if creating it fails, for debugging")
 	cmd.Flags().StringArrayVar(&opts.ports, "port", nil, "forward a host port to a port of the cluster's ingress address: [ADDR:]HOSTPORT:PORT[/tcp|/udp] (repeatable; ADDR defaults to 127.0.0.1, HOSTPORT 0 picks a free one)")
 	cmd.Flags().StringSliceVar(&opts.dnsUpstream, "dns-upstream", nil, "resolvers the cluster's DNS forwards external names to, ADDR[:PORT] (repeatable; env "+local.DNSUpstreamEnv+"; default: the host's, from /etc/resolv.conf)")
+	cmd.Flags().StringArrayVar(&opts.insecureRegistries, "insecure-registry", nil, "let the cluster pull from HOST:PORT over plain HTTP, directly or through the host's registry cache (repeatable; every other registry must be HTTPS)")
 	cmd.Flags().StringVar(&opts.domain, "domain", "", "make *.NAME.DOMAIN resolve to the cluster's ingress address through ephemera's DNS forwarder (default ingress domain: ADDRESS.sslip.io)")
 	cmd.Flags().StringVar(&e.LBNetwork, "lb-network", "", "range clusters take a /28 of LoadBalancer addresses from, routed into real-node clusters, in Services' status only for simulated-node ones (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
 	cmd.Flags().StringVar(&e.AdvertiseAddress, "advertise-address", "", "make the API server reachable from other machines on HOST[:PORT] (an address of this host; port default 6443), shared by every cluster and routed by TLS server name; the kubeconfig names it")
@@ -181,6 +193,9 @@ func resolveSpec(cmd *cobra.Command, e *env.Env, opts *options, name string) (v1
 	}
 	if cmd.Flags().Changed("domain") {
 		spec.Network.Domain = opts.domain
+	}
+	if cmd.Flags().Changed("insecure-registry") {
+		spec.Network.InsecureRegistries = opts.insecureRegistries
 	}
 	if opts.wait < 0 {
 		return spec, "", fmt.Errorf("--wait %s: must not be negative", opts.wait)

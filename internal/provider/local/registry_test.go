@@ -1,0 +1,85 @@
+package local
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestHostsFiles(t *testing.T) {
+	link := netip.MustParseAddrPort("10.250.0.1:5001")
+	reg := &nodeRegistry{Local: "localhost:5001", Mirrors: []string{"docker.io", "ghcr.io", "10.9.0.2:5000"}}
+	hostsFile := func(server, host string) string {
+		return "server = \"" + server + "\"\n\n[host.\"" + host + "\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+	}
+	cacheFor := func(server string) string { return hostsFile(server, "http://10.250.0.1:5001") }
+	direct := func(server string) string { return hostsFile(server, server) }
+	tests := []struct {
+		name     string
+		reg      *nodeRegistry
+		insecure []string
+		want     map[string]string
+	}{
+		{
+			name: "every mirrored registry through the cache, falling back to itself; the local registry is the cache",
+			reg:  reg,
+			want: map[string]string{
+				"docker.io":      cacheFor("https://registry-1.docker.io"),
+				"ghcr.io":        cacheFor("https://ghcr.io"),
+				"10.9.0.2:5000":  cacheFor("https://10.9.0.2:5000"),
+				"localhost:5001": direct("http://10.250.0.1:5001"),
+			},
+		},
+		{
+			name:     "an insecure mirrored registry: plain HTTP to it, and the cache told so by the path",
+			reg:      reg,
+			insecure: []string{"10.9.0.2:5000"},
+			want: map[string]string{
+				"docker.io":      cacheFor("https://registry-1.docker.io"),
+				"ghcr.io":        cacheFor("https://ghcr.io"),
+				"10.9.0.2:5000":  strings.Replace(cacheFor("http://10.9.0.2:5000"), "5001\"]", "5001/insecure\"]", 1),
+				"localhost:5001": direct("http://10.250.0.1:5001"),
+			},
+		},
+		{
+			name:     "an insecure registry the cache does not mirror is pulled over plain HTTP directly",
+			reg:      reg,
+			insecure: []string{"10.9.0.3:80"},
+			want: map[string]string{
+				"docker.io":      cacheFor("https://registry-1.docker.io"),
+				"ghcr.io":        cacheFor("https://ghcr.io"),
+				"10.9.0.2:5000":  cacheFor("https://10.9.0.2:5000"),
+				"localhost:5001": direct("http://10.250.0.1:5001"),
+				"10.9.0.3:80":    direct("http://10.9.0.3:80"),
+			},
+		},
+		{
+			name:     "no cache: insecure registries only",
+			insecure: []string{"10.9.0.3:80"},
+			want:     map[string]string{"10.9.0.3:80": direct("http://10.9.0.3:80")},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := hostsFiles(tt.reg, link, tt.insecure)
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("hostsFiles (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestCheckRegistryHostPort(t *testing.T) {
+	for _, ok := range []string{"10.0.0.5:5000", "registry.test:80", "[fd00::1]:5000"} {
+		if err := checkRegistryHostPort(ok); err != nil {
+			t.Errorf("checkRegistryHostPort(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"10.0.0.5", "http://10.0.0.5:5000", "10.0.0.5:5000/v2", ":5000", "reg.test:0", "reg.test:http"} {
+		if err := checkRegistryHostPort(bad); err == nil {
+			t.Errorf("checkRegistryHostPort(%q) = nil, want an error", bad)
+		}
+	}
+}
