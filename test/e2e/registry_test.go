@@ -441,7 +441,9 @@ func TestRegistry(t *testing.T) {
 
 	base := helloBase(t)
 	h.createClusters(map[string][]string{
-		"a": {"--insecure-registry", plain.Host(), "--insecure-registry", slow.Host()},
+		// The private upstream is plain HTTP too; containerd, which has no
+		// credentials, cannot pull from it by itself.
+		"a": {"--insecure-registry", plain.Host(), "--insecure-registry", slow.Host(), "--insecure-registry", private.Host()},
 		"b": {"--insecure-registry", plain.Host(), "--insecure-registry", slow.Host()},
 		"c": {"--insecure-registry", plain.Host(), "--insecure-registry", unnamed.Host()},
 	})
