@@ -46,6 +46,7 @@ func benchHarness(b *testing.B) *harness {
 		if r := h.run(context.Background(), "delete", "cluster", "--all"); r.err != nil {
 			b.Errorf("cleanup: delete --all: %s", r)
 		}
+		h.stopRegistry()
 		h.assertNothingLeft()
 		h.assertHostClean(before)
 		os.RemoveAll(dir)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ephemera-dev/ephemera/internal/exec"
+	"github.com/ephemera-dev/ephemera/internal/kube"
 )
 
 // hostState is what a cluster could leave behind on the host, listed item
@@ -33,7 +34,8 @@ var nodeProcessNames = []string{
 }
 
 // hostPaths are the paths containerd, the kubelet and CNI write to unless a
-// cluster keeps them to itself.
+// cluster keeps them to itself. The census adds the default registry dir
+// (<cache dir>/registry), which tests never use (see harness.registryDir).
 var hostPaths = []string{
 	"/run/netns", "/run/containerd", "/run/runc", "/var/lib/kubelet", "/var/lib/cni",
 	"/var/lib/containerd", "/var/log/containers", "/var/log/pods",
@@ -58,7 +60,7 @@ func snapshotHost() hostState {
 			continue
 		}
 		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if name := strings.TrimSpace(string(comm)); slices.Contains(nodeProcessNames, name) {
+		if name := strings.TrimSpace(string(comm)); slices.Contains(nodeProcessNames, name) || name == "ephemera" && isRegistryDaemon(e.Name()) {
 			add("processes", e.Name()+" "+name)
 		}
 		for _, ns := range []string{"net", "mnt"} {
@@ -104,13 +106,25 @@ func snapshotHost() hostState {
 	for _, r := range routes {
 		add("routes", r.String())
 	}
-	for _, p := range hostPaths {
+	paths := hostPaths
+	if cache, err := kube.DefaultCacheDir(); err == nil {
+		paths = append(slices.Clip(paths), filepath.Join(cache, "registry"))
+	}
+	for _, p := range paths {
 		names, _ := os.ReadDir(p)
 		for _, n := range names {
 			add("files", filepath.Join(p, n.Name()))
 		}
 	}
 	return s
+}
+
+// isRegistryDaemon reports whether pid runs `ephemera registry serve`, the
+// image cache and local registry daemon, which outlives clusters: a test
+// must stop the one it started (registry stop).
+func isRegistryDaemon(pid string) bool {
+	cmdline, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+	return bytes.Contains(cmdline, []byte("\x00registry\x00serve"))
 }
 
 // leftSince lists what is in s but was not in before, kind by kind.

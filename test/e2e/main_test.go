@@ -222,6 +222,8 @@ func (r result) String() string {
 type harness struct {
 	t        testing.TB
 	stateDir string
+	// env is added to the environment of every CLI run.
+	env []string
 }
 
 func newHarness(t testing.TB) *harness {
@@ -233,6 +235,7 @@ func newHarness(t testing.TB) *harness {
 		if r.err != nil {
 			t.Errorf("cleanup: delete --all: %s", r)
 		}
+		h.stopRegistry()
 		h.assertNothingLeft()
 		h.assertHostClean(before)
 	})
@@ -241,8 +244,28 @@ func newHarness(t testing.TB) *harness {
 
 func (h *harness) command(ctx context.Context, args ...string) *osexec.Cmd {
 	cmd := osexec.CommandContext(ctx, ephemeraBin, append([]string{"--state-dir", h.stateDir}, args...)...)
-	cmd.Env = append(os.Environ(), "TERM=dumb")
+	cmd.Env = append(os.Environ(), "TERM=dumb", "EPHEMERA_REGISTRY_DIR="+h.registryDir())
+	cmd.Env = append(cmd.Env, h.env...)
 	return cmd
+}
+
+// registryDir is the test's own registry dir (the image cache and local
+// registry, and the daemon serving them), under its state dir: every CLI
+// run names it, so that no test uses or leaves behind the host's.
+func (h *harness) registryDir() string {
+	return filepath.Join(h.stateDir, "registry")
+}
+
+// stopRegistry stops the test's registry daemon, if the registry dir was
+// ever made, and removes its data.
+func (h *harness) stopRegistry() {
+	h.t.Helper()
+	if _, err := os.Stat(h.registryDir()); err != nil {
+		return
+	}
+	if r := h.run(context.Background(), "registry", "stop", "--purge"); r.err != nil {
+		h.t.Errorf("cleanup: registry stop --purge: %s", r)
+	}
 }
 
 // run runs the CLI and returns its output; it never fails the test itself.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 )
@@ -274,6 +275,13 @@ func TestCleanup(t *testing.T) {
 		get(t, srv.URL())
 		d := h.ServeDNS(t, records)
 		ask(t, "tcp", d.Addr(), "web.test.", dns.TypeA)
+		reg := h.ServeRegistry(t, RegistryOptions{TLS: true, Throttle: 1 << 20})
+		PushImage(t, reg, "cleanup/app:v1", empty.Image, 1024)
+		reg.Stop()
+		reg.Start()
+		if _, err := pullImage(t, reg.Host()+"/cleanup/app:v1", reg.RemoteOptions()...); err != nil {
+			t.Fatal(err)
+		}
 		if left := newLeftovers(t, before, 0); !slices.Contains(left, "link "+link) || !slices.Contains(left, "namespace "+ns) {
 			t.Fatalf("while the test host lives, leftovers() = %v, want its link %s and namespace %s", left, link, ns)
 		}
