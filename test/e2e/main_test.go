@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"github.com/ephemera-dev/ephemera/internal/provider/local"
-	"github.com/ephemera-dev/ephemera/internal/registry"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -103,21 +102,6 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	// Real-node clusters pull through the host's registry cache, started
-	// by the first one and kept: the run has its own, started before any
-	// test takes its census of the host, and stopped and removed at the end.
-	if os.Getenv(registry.DirEnv) == "" {
-		os.Setenv(registry.DirEnv, filepath.Join(scratchDir, "registry"))
-	}
-	if out, err := osexec.Command(ephemeraBin, "registry", "start").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "start the registry cache: %v\n%s", err, out)
-		return 1
-	}
-	defer func() {
-		if out, err := osexec.Command(ephemeraBin, "registry", "stop", "--purge").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop the registry cache: %v\n%s", err, out)
-		}
-	}()
 	return m.Run()
 }
 
