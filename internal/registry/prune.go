@@ -62,7 +62,7 @@ func Purge(dir string) error {
 	if err != nil {
 		return err
 	}
-	known := map[string]bool{settingsFile: true, daemonFile: true, daemonLock: true, startLock: true, logFile: true, cacheDir: true, localDir: true}
+	known := map[string]bool{settingsFile: true, daemonFile: true, daemonLock: true, tokenFile: true, startLock: true, logFile: true, cacheDir: true, localDir: true}
 	var unknown []string
 	for _, en := range entries {
 		n := en.Name()

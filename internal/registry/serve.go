@@ -87,6 +87,7 @@ func Serve(ctx context.Context, dir, listen string) error {
 	if err != nil {
 		return fmt.Errorf("registry dir: write the daemon's token: %w", err)
 	}
+	defer os.Remove(filepath.Join(dir, tokenFile))
 	rt := &Router{
 		Token:          token,
 		Mirrors:        mirrors,

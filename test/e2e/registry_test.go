@@ -609,7 +609,7 @@ func TestRegistry(t *testing.T) {
 	t.Run("chained caches", func(t *testing.T) {
 		// The peer pulls from the origin, which it reaches on its own
 		// test host, over plain HTTP.
-		peerURL, peerDir := peerCache(t, peerHost, 5001, "--insecure-registry", origin.Host())
+		peerURL, peerDir := peerCache(t, peerHost, 5001, "--insecure-registry", origin.Host(), "--registry-mirror", origin.Host())
 		peer := strings.TrimPrefix(peerURL, "http://")
 		h.must("registry", "configure", "--registry-upstream", peerURL, "--insecure-registry", peer, "--restart")
 		img := testhost.PushImage(t, origin, "chain/app:v1", base, 1<<20)
@@ -659,7 +659,11 @@ func TestRegistryDaemon(t *testing.T) {
 	if err := os.WriteFile(ca, secure.CAPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h.must("registry", "configure", "--registry-ca", ca, "--registry-mirror", plain.Host())
+	configure := []string{"registry", "configure", "--registry-ca", ca}
+	for _, r := range []*testhost.Registry{plain, slow, private, secure, origin} {
+		configure = append(configure, "--registry-mirror", r.Host())
+	}
+	h.must(configure...)
 	h.env = append(h.env, "DOCKER_CONFIG="+dockerConfig(t, map[string][2]string{private.Host(): {"ci", "s3cret"}}))
 	if r := h.run(context.Background(), "registry", "status"); r.err == nil {
 		t.Errorf("registry status before any start: %s, want exit 1", r)
@@ -831,7 +835,7 @@ func TestRegistryDaemon(t *testing.T) {
 	})
 
 	t.Run("chained caches", func(t *testing.T) {
-		peerURL, peerDir := peerCache(t, peerHost, 5001, "--insecure-registry", origin.Host())
+		peerURL, peerDir := peerCache(t, peerHost, 5001, "--insecure-registry", origin.Host(), "--registry-mirror", origin.Host())
 		peer := strings.TrimPrefix(peerURL, "http://")
 		h.must("registry", "configure", "--registry-upstream", peerURL, "--insecure-registry", peer, "--restart")
 		img := testhost.PushImage(t, origin, "chain/app:v1", base, 1<<20)
