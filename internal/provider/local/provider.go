@@ -385,9 +385,10 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 		var regErr error
 		if reg, regErr = planRegistry(ctx, p.opts.RegistryDir, p.supervisor[0]); regErr != nil {
 			if reg == nil {
-				return fmt.Errorf("create cluster %q: registry cache: %w", name, regErr)
+				p.warnf("cluster %q pulls from registries directly, not through the host's registry cache: %v", name, regErr)
+			} else {
+				p.warnf("the registry cache did not start, cluster %q pulls from registries directly until it does: %v", name, regErr)
 			}
-			p.warnf("the registry cache did not start, cluster %q pulls from registries directly until it does: %v", name, regErr)
 		}
 	}
 	if p.advertise.IsValid() {

@@ -2,6 +2,8 @@ package local
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -81,5 +83,25 @@ func TestCheckRegistryHostPort(t *testing.T) {
 		if err := checkRegistryHostPort(bad); err == nil {
 			t.Errorf("checkRegistryHostPort(%q) = nil, want an error", bad)
 		}
+	}
+}
+
+func TestPlanRegistryWhenTheCacheCannotStart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "registry")
+	// A daemon that exits at once: the plan still names the mirrors, so
+	// containerd falls back to the registries, and says what went wrong.
+	reg, err := planRegistry(t.Context(), dir, "/bin/false")
+	if err == nil {
+		t.Fatal("planRegistry with a daemon that cannot start: no error")
+	}
+	if reg == nil || reg.Local != "localhost:5001" || len(reg.Mirrors) == 0 || !filepath.IsAbs(reg.Dir) {
+		t.Errorf("plan = %+v, want the default mirrors and local name in an absolute dir", reg)
+	}
+	// Settings that cannot be read: no plan, an error to warn with.
+	if err := os.WriteFile(filepath.Join(dir, "settings.json"), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if reg, err := planRegistry(t.Context(), dir, "/bin/false"); err == nil || reg != nil {
+		t.Errorf("planRegistry with broken settings = %+v, %v; want no plan and an error", reg, err)
 	}
 }
