@@ -216,6 +216,11 @@ func TestServer(t *testing.T) {
 		if v := s.metric("ephemera_cluster_seconds_total", `owner="charts"`); v <= 0 {
 			t.Errorf("ephemera_cluster_seconds_total{owner=charts} = %v, want > 0", v)
 		}
+		// The management plane's real node started the host's registry
+		// cache; serve reports it.
+		if v := s.metric("ephemera_registry_up", ""); v != 1 {
+			t.Errorf("ephemera_registry_up = %v, want 1 (the management plane's node started the cache)", v)
+		}
 	})
 
 	t.Run("extend and hold move the lease end; the hold is capped", func(t *testing.T) {
