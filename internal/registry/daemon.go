@@ -130,7 +130,7 @@ func Ensure(ctx context.Context, dir, exe string) (Daemon, error) {
 		}
 		select {
 		case err := <-exited:
-			return Daemon{}, fmt.Errorf("registry daemon exited at start (%v); the end of %s:\n%s", err, logPath, tailOf(logPath))
+			return Daemon{}, fmt.Errorf("registry daemon exited at start (%w); the end of %s:\n%s", err, logPath, tailOf(logPath))
 		case <-ctx.Done():
 			return Daemon{}, fmt.Errorf("registry daemon did not answer within %s; the end of %s:\n%s", StartTimeout, logPath, tailOf(logPath))
 		case <-time.After(20 * time.Millisecond):

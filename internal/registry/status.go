@@ -54,9 +54,9 @@ func (s CacheStats) HitRatio() float64 {
 	return float64(s.Hits) / float64(s.Hits+s.Misses)
 }
 
-func cacheStats(s cache.Stats, max int64) CacheStats {
+func cacheStats(s cache.Stats, limit int64) CacheStats {
 	return CacheStats{Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, UpstreamBytes: s.UpstreamBytes,
-		Evictions: s.Evictions, Bytes: s.Bytes, Blobs: s.Blobs, MaxBytes: max}
+		Evictions: s.Evictions, Bytes: s.Bytes, Blobs: s.Blobs, MaxBytes: limit}
 }
 
 // LocalStatus is the local registry's content.

@@ -366,10 +366,13 @@ func peerCache(t *testing.T, host *testhost.Host, port int, configure ...string)
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil {
+				t.Logf("peer cache: %v", err)
+			}
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("peer cache killed: %v", <-exited)
 			t.Errorf("peer cache did not stop on SIGTERM in 15s")
 		}
 		untrack(cmd.Process.Pid)

@@ -60,7 +60,7 @@ func serveDaemon(t *testing.T, dir string) registry.Daemon {
 
 func TestConfigure(t *testing.T) {
 	dir := t.TempDir()
-	_, stderr, err := execute(t, dir, "configure", "--cache-size", "20GB")
+	_, _, err := execute(t, dir, "configure", "--cache-size", "20GB")
 	if err == nil || !strings.Contains(err.Error(), "--cache-size") || !strings.Contains(err.Error(), "20Gi") {
 		t.Errorf("configure --cache-size 20GB: %v, want an error with an example", err)
 	}
@@ -73,7 +73,7 @@ func TestConfigure(t *testing.T) {
 	}
 	pw := filepath.Join(t.TempDir(), "pw")
 	_ = os.WriteFile(pw, []byte("secret\n"), 0o600)
-	_, stderr, err = execute(t, dir, "configure", "--cache-size", "20Gi", "--registry-upstream", "http://10.0.0.1:5001/",
+	_, stderr, err := execute(t, dir, "configure", "--cache-size", "20Gi", "--registry-upstream", "http://10.0.0.1:5001/",
 		"--insecure-registry", "10.0.0.1:5001", "--registry-upstream-username", "ci", "--registry-upstream-password-file", pw,
 		"--registry-mirror", "r.example.com", "--registry-mirror", "r2.example.com:5000")
 	if err != nil {

@@ -170,7 +170,12 @@ func TestBuildImagePush(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- registry.Serve(ctx, dir, "127.0.0.1:0") }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
 	var d registry.Daemon
 	for ok := false; !ok; time.Sleep(10 * time.Millisecond) {
 		d, ok, _ = registry.Running(dir)
