@@ -33,6 +33,15 @@ type ClusterTemplateSpec struct {
 	// network sets the cluster's address ranges.
 	// +optional
 	Network NetworkSpec `json:"network,omitempty"`
+
+	// addons are phases of manifests and Helm charts installed in order once
+	// the cluster is up: a phase starts when everything the previous one
+	// installed is ready. A cluster counts as ready only after all of them.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=name
+	Addons []AddonPhase `json:"addons,omitempty"`
 }
 
 // NodesSpec describes the nodes of a cluster.
