@@ -36,8 +36,12 @@ type Daemon struct {
 	Dir string `json:"-"`
 	// PID is its process id.
 	PID int `json:"pid"`
-	// Addr is its loopback listener.
+	// Addr is its loopback listener, for the host.
 	Addr netip.AddrPort `json:"addr"`
+	// ClusterAddr is its loopback listener for clusters (their
+	// supervisors splice their links there): read-only, see
+	// Router.ForClusters. Daemons from before it have none.
+	ClusterAddr netip.AddrPort `json:"clusterAddr,omitzero"`
 	// Started is when it started listening.
 	Started time.Time `json:"started"`
 }

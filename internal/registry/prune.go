@@ -52,9 +52,6 @@ func Prune(ctx context.Context, dir string, limit int64) (CacheStats, error) {
 // holding entries a registry dir never has, so that a mistaken
 // --registry-dir is never emptied, and a dir whose daemon runs.
 func Purge(dir string) error {
-	if flock.Held(filepath.Join(dir, daemonLock)) {
-		return fmt.Errorf("not removing %s: its registry daemon runs; stop it first", dir)
-	}
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -62,7 +59,18 @@ func Purge(dir string) error {
 	if err != nil {
 		return err
 	}
-	known := map[string]bool{settingsFile: true, daemonFile: true, daemonLock: true, tokenFile: true, startLock: true, logFile: true, cacheDir: true, localDir: true}
+	// No daemon may start (Ensure holds start.lock) or run meanwhile.
+	start, err := flock.TryLock(filepath.Join(dir, startLock))
+	if err != nil {
+		return fmt.Errorf("not removing %s: a registry daemon is being started: %w", dir, err)
+	}
+	defer start.Unlock()
+	running, err := flock.TryLock(filepath.Join(dir, daemonLock))
+	if err != nil {
+		return fmt.Errorf("not removing %s: its registry daemon runs; stop it first", dir)
+	}
+	defer running.Unlock()
+	known := map[string]bool{settingsFile: true, daemonFile: true, daemonLock: true, tokenFile: true, insecureDir: true, portFile: true, startLock: true, logFile: true, cacheDir: true, localDir: true}
 	var unknown []string
 	for _, en := range entries {
 		n := en.Name()

@@ -52,13 +52,24 @@ type Router struct {
 	// cluster reaches the daemon, and must not make it fetch from
 	// anywhere else (the host's loopback services, say). Nil serves any.
 	Mirrors []string
+	// InsecureAllowed says whether /insecure may reach ns over plain
+	// HTTP: some cluster named it with --insecure-registry, or the
+	// settings do. Nil allows every ns.
+	InsecureAllowed func(ns string) bool
+	// ForClusters makes the router the clusters' side: every cluster on
+	// the host reaches it, so it serves pulls only (no push, to the
+	// local registry or the cache; no prune) and a status without the
+	// settings.
+	ForClusters bool
 	// Token authorizes pushes into the cache and prune (see token.go);
 	// empty refuses them.
 	Token string
 	// LocalPort is the daemon's port: an ns of a loopback name with this
 	// port (or none) is the local registry; with another port it is a
-	// registry on the host's loopback, served by the cache. Zero: every
-	// loopback ns is the local registry.
+	// registry on the host's loopback served by the cache when Mirrors
+	// has it, else the local registry too (a cluster made while the
+	// daemon had another port). Zero: every loopback ns is the local
+	// registry.
 	LocalPort uint16
 }
 
@@ -67,13 +78,21 @@ var _ http.Handler = (*Router)(nil)
 // ServeHTTP implements http.Handler.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	if rt.ForClusters && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		apiError(w, http.StatusForbidden, "DENIED", "clusters pull from the host's registry, they do not push or prune: push from the host ('ephemera push image', or docker push localhost:PORT/NAME:TAG)")
+		return
+	}
 	switch p {
 	case StatusPath:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			apiError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "GET only")
 			return
 		}
-		writeJSON(w, rt.Status())
+		st := rt.Status()
+		if rt.ForClusters {
+			st.Settings, st.Dir = Settings{}, ""
+		}
+		writeJSON(w, st)
 		return
 	case PrunePath:
 		if !authorized(r, rt.Token) {
@@ -102,6 +121,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rt.Mirrors != nil && !slices.Contains(rt.Mirrors, ns) {
 		apiError(w, http.StatusForbidden, "DENIED", fmt.Sprintf("this cache does not mirror %s: add it with 'ephemera registry configure --registry-mirror %s' (and restart the cache)", ns, ns))
+		return
+	}
+	if insecure && rt.InsecureAllowed != nil && !rt.InsecureAllowed(ns) {
+		apiError(w, http.StatusForbidden, "DENIED", fmt.Sprintf("no cluster named %s insecure: plain HTTP to it is refused (create the cluster with --insecure-registry %s, or 'ephemera registry configure --insecure-registry %s')", ns, ns, ns))
 		return
 	}
 	if insecure && rt.AllowPlainHTTP != nil {
@@ -150,7 +173,13 @@ func (rt *Router) isSelf(ns string) bool {
 		return false
 	}
 	_, port, err := net.SplitHostPort(ns)
-	return err != nil || rt.LocalPort == 0 || port == strconv.Itoa(int(rt.LocalPort))
+	if err != nil || rt.LocalPort == 0 || port == strconv.Itoa(int(rt.LocalPort)) {
+		return true
+	}
+	// A cluster made while the daemon had another port asks for that
+	// one: still the local registry, unless a registry on the host's
+	// loopback is mirrored under that name.
+	return rt.Mirrors != nil && !slices.Contains(rt.Mirrors, ns)
 }
 
 // IsLocalHost reports whether a registry host names this host's local

@@ -179,11 +179,14 @@ func TestRouter(t *testing.T) {
 			t.Errorf("GET %s: %s, want the local registry's 418", path, resp.Status)
 		}
 	}
-	// A registry the cache does not mirror is refused, not fetched.
-	for _, ns := range []string{"127.0.0.1:2379", "quay.io"} {
-		if resp := do(http.MethodGet, "/v2/team/x/manifests/v1?ns="+ns); resp.StatusCode != http.StatusForbidden {
-			t.Errorf("GET with ns=%s, not mirrored: %s, want 403", ns, resp.Status)
-		}
+	// A registry the cache does not mirror is refused, not fetched; a
+	// loopback one is the local registry under the name it had when the
+	// daemon had another port.
+	if resp := do(http.MethodGet, "/v2/team/x/manifests/v1?ns=quay.io"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("GET with ns=quay.io, not mirrored: %s, want 403", resp.Status)
+	}
+	if resp := do(http.MethodGet, "/v2/team/x/manifests/v1?ns=localhost:2379"); resp.StatusCode != http.StatusTeapot {
+		t.Errorf("GET with ns=localhost:2379, not mirrored: %s, want the local registry's 418", resp.Status)
 	}
 	// Pushes with ns and prune need the token: clusters reach the daemon too.
 	for _, token := range []string{"", "wrong"} {
@@ -297,3 +300,77 @@ func TestParseTarget(t *testing.T) {
 }
 
 func hex64() string { return strings.Repeat("ab", 32) }
+
+// The clusters' side serves pulls only, and a status without settings;
+// /insecure reaches only the registries a cluster or the settings named.
+func TestRouterForClusters(t *testing.T) {
+	c, err := cache.New(cache.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := AllowInsecure(dir, "127.0.0.1:9"); err != nil {
+		t.Fatal(err)
+	}
+	local, pushes := &recorder{}, &recorder{}
+	rt := &Router{
+		Token: "t0ken", Mirrors: []string{"127.0.0.1:9", "127.0.0.1:7", "10.9.0.3:5000", "docker.io"}, Cache: c, Local: local,
+		Push:            func(w http.ResponseWriter, r *http.Request, _ string) { pushes.ServeHTTP(w, r) },
+		AllowPlainHTTP:  func(ctx context.Context) context.Context { return ctx },
+		InsecureAllowed: insecureAllowed(dir, []string{"127.0.0.1:7"}),
+		ForClusters:     true,
+		Status: func() Status {
+			return Status{Addr: "127.0.0.1:1", Dir: dir, Settings: Settings{UpstreamUsername: "ci", UpstreamPasswordFile: "/secret"}}
+		},
+	}
+	srv := httptest.NewServer(rt)
+	defer srv.Close()
+	do := func(method, path string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		req.Header.Set(TokenHeader, "t0ken") // even with the token
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, mp := range [][2]string{
+		{http.MethodPost, "/v2/app/blobs/uploads/"},
+		{http.MethodPut, "/v2/app/manifests/v1"},
+		{http.MethodPost, "/v2/app/blobs/uploads/?ns=docker.io"},
+		{http.MethodPost, PrunePath},
+	} {
+		if code := do(mp[0], mp[1]); code != http.StatusForbidden {
+			t.Errorf("%s %s on the clusters' side: %d, want 403", mp[0], mp[1], code)
+		}
+	}
+	if len(local.got()) != 0 || len(pushes.got()) != 0 {
+		t.Errorf("writes reached the registry from the clusters' side: local %q, cache %q", local.got(), pushes.got())
+	}
+	if code := do(http.MethodGet, "/v2/app/manifests/v1"); code != http.StatusTeapot {
+		t.Errorf("a pull of the local registry on the clusters' side: %d, want the local registry's 418", code)
+	}
+	resp, err := http.Get(srv.URL + StatusPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st Status
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || st.Addr == "" || st.Settings.UpstreamUsername != "" || st.Settings.UpstreamPasswordFile != "" || st.Dir != "" {
+		t.Errorf("status on the clusters' side = %+v, %v: want the address without settings or dir", st, err)
+	}
+	// /insecure: refused for a host nobody named, before any upstream is
+	// asked; the allowed ones are loopback ports where nothing listens
+	// (the cache answers 502).
+	if code := do(http.MethodGet, "/insecure/v2/app/manifests/v1?ns=10.9.0.3:5000"); code != http.StatusForbidden {
+		t.Errorf("/insecure for a host no cluster named: %d, want 403", code)
+	}
+	for _, ns := range []string{"127.0.0.1:9", "127.0.0.1:7"} {
+		if code := do(http.MethodGet, "/insecure/v2/app/manifests/v1?ns="+ns); code == http.StatusForbidden {
+			t.Errorf("/insecure for %s, named by a cluster or the settings: 403", ns)
+		}
+	}
+}

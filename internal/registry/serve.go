@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,14 +75,23 @@ func Serve(ctx context.Context, dir, listen string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := listenDaemon(listen)
+	ln, err := listenDaemon(dir, listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
+	// The clusters' side, read-only (see Router.ForClusters).
+	cln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listen for clusters: %w", err)
+	}
+	defer cln.Close()
 	d := Daemon{Dir: dir, PID: os.Getpid(), Started: time.Now().UTC().Truncate(time.Second)}
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
 		d.Addr = ap
+	}
+	if ap, err := netip.ParseAddrPort(cln.Addr().String()); err == nil {
+		d.ClusterAddr = ap
 	}
 	mirrors := settings.MirroredHosts()
 	token, err := writeToken(dir)
@@ -89,13 +100,14 @@ func Serve(ctx context.Context, dir, listen string) error {
 	}
 	defer os.Remove(filepath.Join(dir, tokenFile))
 	rt := &Router{
-		Token:          token,
-		Mirrors:        mirrors,
-		Cache:          c,
-		Local:          local,
-		Push:           servePush(c),
-		AllowPlainHTTP: allowPlainHTTP,
-		LocalPort:      d.Addr.Port(),
+		Token:           token,
+		Mirrors:         mirrors,
+		InsecureAllowed: insecureAllowed(dir, settings.Insecure),
+		Cache:           c,
+		Local:           local,
+		Push:            servePush(c),
+		AllowPlainHTTP:  allowPlainHTTP,
+		LocalPort:       d.Addr.Port(),
 		Status: func() Status {
 			return Status{
 				Addr: d.Addr.String(), PID: d.PID, Dir: dir, Started: d.Started,
@@ -105,20 +117,26 @@ func Serve(ctx context.Context, dir, listen string) error {
 			}
 		},
 	}
-	srv := &http.Server{
-		Handler:           rt,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          logger,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	clusters := *rt
+	clusters.ForClusters = true
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          logger,
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
 	}
+	srv, csrv := newServer(rt), newServer(&clusters)
 	b, _ := json.Marshal(d)
 	if err := writeFileAtomic(jsonPath, append(b, '\n')); err != nil {
 		return fmt.Errorf("write %s: %w", jsonPath, err)
 	}
 	defer os.Remove(jsonPath)
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- csrv.Serve(cln) }()
 	logger.Printf("Serving the registry of %s on %s (pid %d; cache cap %s; upstream %s; mirrors %v)",
 		dir, d.Addr, d.PID, sizeOrNone(settings.CacheSize), orDirect(settings.Upstream), mirrors)
 	select {
@@ -131,17 +149,20 @@ func Serve(ctx context.Context, dir, listen string) error {
 	_ = os.Remove(jsonPath)
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		logger.Printf("Closing connections still busy after %s", ShutdownTimeout)
-		_ = srv.Close()
+	for _, s := range []*http.Server{srv, csrv} {
+		if err := s.Shutdown(sctx); err != nil {
+			logger.Printf("Closing connections still busy after %s", ShutdownTimeout)
+			_ = s.Close()
+		}
 	}
 	logger.Printf("Stopped")
 	return nil
 }
 
-// listenDaemon listens on listen, or on the first free loopback port from
-// DefaultPort.
-func listenDaemon(listen string) (net.Listener, error) {
+// listenDaemon listens on listen or, without it, on the loopback port the
+// daemon of dir had last (clusters and scripts know the local registry as
+// localhost:PORT), else the first free one from DefaultPort, and records it.
+func listenDaemon(dir, listen string) (net.Listener, error) {
 	if listen != "" {
 		ln, err := net.Listen("tcp", listen)
 		if err != nil {
@@ -149,7 +170,20 @@ func listenDaemon(listen string) (net.Listener, error) {
 		}
 		return ln, nil
 	}
-	return listenFree("127.0.0.1", DefaultPort, PortRange)
+	path := filepath.Join(dir, portFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && p > 0 && p < 65536 {
+			if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
+				return ln, nil
+			}
+		}
+	}
+	ln, err := listenFree("127.0.0.1", DefaultPort, PortRange)
+	if err != nil {
+		return nil, err
+	}
+	_ = writeFileAtomic(path, []byte(strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)+"\n"))
+	return ln, nil
 }
 
 // listenFree listens on host:first or, when taken, the next free port of

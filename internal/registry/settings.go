@@ -38,10 +38,12 @@ const (
 	settingsFile = "settings.json"
 	daemonFile   = "daemon.json"
 	daemonLock   = "daemon.lock"
-	startLock    = "start.lock"
-	logFile      = "daemon.log"
-	cacheDir     = "cache"
-	localDir     = "local"
+	// portFile keeps the loopback port the daemon had last.
+	portFile  = "daemon.port"
+	startLock = "start.lock"
+	logFile   = "daemon.log"
+	cacheDir  = "cache"
+	localDir  = "local"
 )
 
 // Settings are the daemon's configuration, kept in R/settings.json by

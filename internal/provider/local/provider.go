@@ -383,7 +383,7 @@ func (p *Provider) Create(ctx context.Context, name string, spec v1alpha1.Cluste
 	if realNodes > 0 && p.opts.RegistryDir != "" {
 		// Before the network lock: the first create may start the cache.
 		var regErr error
-		if reg, regErr = planRegistry(ctx, p.opts.RegistryDir, p.supervisor[0]); regErr != nil {
+		if reg, regErr = planRegistry(ctx, p.opts.RegistryDir, p.supervisor[0], spec.Network.InsecureRegistries); regErr != nil {
 			if reg == nil {
 				p.warnf("cluster %q pulls from registries directly, not through the host's registry cache: %v", name, regErr)
 			} else {

@@ -134,10 +134,11 @@ func writeHostsFiles(dir string, node realNode) error {
 }
 
 // planRegistry makes sure the host's registry cache runs, starting it if
-// needed, and returns the node's part of it. A cache that cannot start is
-// no reason to fail the create (nodes then pull directly): the error
-// comes back with a usable plan, for the caller to report.
-func planRegistry(ctx context.Context, dir, exe string) (*nodeRegistry, error) {
+// needed, tells it the registries the cluster names insecure, and returns
+// the node's part of it. A cache that cannot start is no reason to fail
+// the create (nodes then pull directly): the error comes back with a
+// usable plan, for the caller to report.
+func planRegistry(ctx context.Context, dir, exe string, insecure []string) (*nodeRegistry, error) {
 	// The supervisor keeps it visible in its mount namespace, from its
 	// own working dir: it must be absolute and exist, also when the cache
 	// does not start.
@@ -151,6 +152,11 @@ func planRegistry(ctx context.Context, dir, exe string) (*nodeRegistry, error) {
 	s, err := registry.LoadSettings(dir)
 	if err != nil {
 		return nil, err
+	}
+	for _, h := range insecure {
+		if err := registry.AllowInsecure(dir, h); err != nil {
+			return nil, err
+		}
 	}
 	reg := &nodeRegistry{Dir: dir, Mirrors: s.MirroredHosts(), Local: "localhost:" + strconv.Itoa(registry.DefaultPort)}
 	d, err := registry.Ensure(ctx, dir, exe)
@@ -209,7 +215,9 @@ func serveRegistryLink(ctx context.Context, l net.Listener, regDir string, dial 
 		if time.Since(read) > cacheAddrTTL || !addr.IsValid() {
 			addr, read = netip.AddrPort{}, time.Now()
 			if d, ok, err := registry.Running(regDir); err == nil && ok {
-				addr = d.Addr
+				// The clusters' side, read-only; a daemon from before it
+				// has only one.
+				addr = cmp.Or(d.ClusterAddr, d.Addr)
 			}
 		}
 		return addr, addr.IsValid()
@@ -288,4 +296,39 @@ func (p *Provider) warnf(format string, args ...any) {
 	if p.opts.Warnf != nil {
 		p.opts.Warnf(format, args...)
 	}
+}
+
+// restartRegistry brings a restarted cluster's part of the registry cache
+// back: the cache started if it is down (a warning if it does not start:
+// the node pulls directly meanwhile), the listener on the link bound again,
+// on another port if the recorded one is taken (hosts.toml and the plan
+// then say so). It returns the listener's file.
+func (p *Provider) restartRegistry(ctx context.Context, dir string, st *clusterState) (*os.File, error) {
+	reg := st.Node.Registry
+	// The supervisor keeps the dir visible: it must exist, also after
+	// 'registry stop --purge'.
+	if err := os.MkdirAll(reg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if len(p.supervisor) > 0 {
+		if _, err := registry.Ensure(ctx, reg.Dir, p.supervisor[0]); err != nil {
+			p.warnf("the registry cache did not start, cluster %q pulls from registries directly until it does: %v", st.Name, err)
+		}
+	}
+	f, port, err := bindRegistryLink(st.Node.Network.HostIP, reg.Port)
+	if err != nil {
+		return nil, err
+	}
+	if port != reg.Port {
+		reg.Port = port
+		err := writeHostsFiles(dir, *st.Node)
+		if err == nil {
+			err = writeJSON(filepath.Join(dir, clusterFile), *st)
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("move the registry cache's listener to port %d: %w", port, err)
+		}
+	}
+	return f, nil
 }

@@ -1,13 +1,22 @@
 package local
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ephemera-dev/ephemera/internal/flock"
 )
 
 func TestHostsFiles(t *testing.T) {
@@ -90,7 +99,7 @@ func TestPlanRegistryWhenTheCacheCannotStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "registry")
 	// A daemon that exits at once: the plan still names the mirrors, so
 	// containerd falls back to the registries, and says what went wrong.
-	reg, err := planRegistry(t.Context(), dir, "/bin/false")
+	reg, err := planRegistry(t.Context(), dir, "/bin/false", nil)
 	if err == nil {
 		t.Fatal("planRegistry with a daemon that cannot start: no error")
 	}
@@ -101,7 +110,97 @@ func TestPlanRegistryWhenTheCacheCannotStart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "settings.json"), []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if reg, err := planRegistry(t.Context(), dir, "/bin/false"); err == nil || reg != nil {
+	if reg, err := planRegistry(t.Context(), dir, "/bin/false", nil); err == nil || reg != nil {
 		t.Errorf("planRegistry with broken settings = %+v, %v; want no plan and an error", reg, err)
+	}
+}
+
+// serveRegistryLink: with no cache a connection is closed at once (so
+// containerd falls back to the registry); with one, it reaches the cache's
+// clusters' side; when the cache comes back elsewhere, it is found there.
+func TestServeRegistryLink(t *testing.T) {
+	regDir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- serveRegistryLink(ctx, l, regDir, (&net.Dialer{}).DialContext) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveRegistryLink: %v", err)
+		}
+	}()
+	// ask sends a line through the link and returns the answer.
+	ask := func() (string, error) {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+	// Closed at once: an end or a reset (it did not read the request),
+	// either way containerd tries the next host.
+	if got, err := ask(); got != "" || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Errorf("with no cache: got %q, %v; want the connection closed at once", got, err)
+	}
+
+	// A cache: an echo server as its clusters' side, another address as
+	// its host side (never dialled).
+	echo := func(answer string) net.Listener {
+		el, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := el.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(answer))
+				c.Close()
+			}
+		}()
+		return el
+	}
+	lock, err := flock.TryLock(filepath.Join(regDir, "daemon.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	announce := func(cluster net.Listener) {
+		b := fmt.Sprintf(`{"pid":%d,"addr":"127.0.0.1:1","clusterAddr":%q}`, os.Getpid(), cluster.Addr().String())
+		if err := os.WriteFile(filepath.Join(regDir, "daemon.json"), []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := echo("first")
+	announce(first)
+	time.Sleep(cacheAddrTTL) // the "no cache" answer is remembered that long at most
+	if got, err := ask(); got != "first" {
+		t.Errorf("with a cache: got %q, %v; want its clusters' side", got, err)
+	}
+	// The cache restarts elsewhere: the first dial fails, the next finds it.
+	first.Close()
+	second := echo("second")
+	defer second.Close()
+	announce(second)
+	var got string
+	for range 3 {
+		if got, _ = ask(); got == "second" {
+			break
+		}
+	}
+	if got != "second" {
+		t.Errorf("after the cache moved: got %q, want the new address", got)
 	}
 }

@@ -151,15 +151,11 @@ func (p *Provider) restartRealNode(ctx context.Context, dir string, st clusterSt
 	}
 	defer closeFiles(portFiles)
 	if reg := st.Node.Registry; reg != nil {
-		f, port, err := bindRegistryLink(st.Node.Network.HostIP, reg.Port)
+		f, err := p.restartRegistry(ctx, dir, &st)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if port != reg.Port {
-			// containerd's hosts.toml name the recorded port.
-			return fmt.Errorf("the registry cache's port %d on the cluster's link is taken", reg.Port)
-		}
 		portFiles = append(portFiles, f)
 	}
 	return p.startRealNode(ctx, dir, st, append(portFiles, advertiseFiles...))

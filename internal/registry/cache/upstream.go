@@ -218,6 +218,9 @@ type transports struct {
 	m  map[string]http.RoundTripper
 }
 
+// maxTransports bounds the transports kept.
+const maxTransports = 1024
+
 // get returns the transport for u and repo; the ping and authentication are
 // made under ctx. Transports are kept by scheme, host and repository, so one
 // made for plain HTTP is never used for HTTPS.
@@ -239,7 +242,12 @@ func (ts *transports) get(ctx context.Context, u *upstream, repo string) (http.R
 		return nil, fmt.Errorf("upstream %s: %w", u.base, err)
 	}
 	auth := u.auth
-	if auth == nil {
+	switch {
+	case u.plain && !u.mirror:
+		// Plain HTTP only because one request was allowed it: the host's
+		// credentials never travel in clear for that.
+		auth = authn.Anonymous
+	case auth == nil:
 		auth, err = ts.keychain.Resolve(keychainTarget(reg))
 		if err != nil {
 			return nil, fmt.Errorf("credentials for %s: %w", u.base.Host, err)
@@ -251,6 +259,12 @@ func (ts *transports) get(ctx context.Context, u *upstream, repo string) (http.R
 		return nil, fmt.Errorf("upstream %s: %w", u.base, err)
 	}
 	ts.mu.Lock()
+	if len(ts.m) >= maxTransports {
+		// Every cluster reaches the cache: random repository names must
+		// not grow it without bound. Dropping them all costs a ping and
+		// a token each for the repositories pulled next.
+		clear(ts.m)
+	}
 	ts.m[key] = t
 	ts.mu.Unlock()
 	return t, nil

@@ -32,7 +32,10 @@ Images are read through the registry daemon (started if needed):
   - app:v1, team/app:v1 and localhost:PORT/app:v1 from the local registry;
   - any other registry's image (docker.io/library/nginx:1.27,
     10.1.2.3:5000/app:v1) through the cache: from the cache when it has it,
-    else pulled from the registry once.
+    else pulled from the registry once. The cache serves only the
+    registries it mirrors (the defaults and 'registry configure
+    --registry-mirror'), and 'registry import' on the other runner needs
+    the same mirrors.
 Give a registry host for images of Docker Hub (docker.io/library/nginx:1.27,
 not nginx:1.27, which names the local registry). Exporting to DIR again adds
 images and replaces those of the same name.`,
