@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ephemera-dev/ephemera/internal/registry"
 	"github.com/ephemera-dev/ephemera/test/testhost"
 )
 
@@ -662,11 +663,19 @@ func TestRegistryDaemon(t *testing.T) {
 	if err := os.WriteFile(ca, secure.CAPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	unnamed := world.ServeRegistry(t, testhost.RegistryOptions{Port: 5005})
 	configure := []string{"registry", "configure", "--registry-ca", ca}
-	for _, r := range []*testhost.Registry{plain, slow, private, secure, origin} {
+	for _, r := range []*testhost.Registry{plain, slow, private, secure, origin, unnamed} {
 		configure = append(configure, "--registry-mirror", r.Host())
 	}
 	h.must(configure...)
+	// The test pulls as clusters do: these were named insecure by one (see
+	// create cluster --insecure-registry); unnamed was not.
+	for _, r := range []*testhost.Registry{plain, slow, private} {
+		if err := registry.AllowInsecure(h.registryDir(), r.Host()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h.env = append(h.env, "DOCKER_CONFIG="+dockerConfig(t, map[string][2]string{private.Host(): {"ci", "s3cret"}}))
 	if r := h.run(context.Background(), "registry", "status"); r.err == nil {
 		t.Errorf("registry status before any start: %s, want exit 1", r)
@@ -774,6 +783,16 @@ func TestRegistryDaemon(t *testing.T) {
 		}
 		if n := plain.BlobGets(lastLayer(t, img)); n != 1 {
 			t.Errorf("the new layer was fetched %d times, want once", n)
+		}
+		// Under /insecure too, a registry no cluster named stays HTTPS:
+		// no pod can downgrade it.
+		testhost.PushImage(t, unnamed, "plain/app:v1", base, 1024)
+		m, b = unnamed.Requests("manifest"), unnamed.Requests("blob")
+		if _, err := pullThroughDaemon(addr(), unnamed.Host(), "plain/app:v1", true); err == nil {
+			t.Error("a pull under /insecure reached a plain-HTTP upstream no cluster named")
+		}
+		if unnamed.Requests("manifest") != m || unnamed.Requests("blob") != b {
+			t.Errorf("the unnamed plain-HTTP upstream got GETs")
 		}
 	})
 

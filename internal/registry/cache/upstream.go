@@ -242,12 +242,7 @@ func (ts *transports) get(ctx context.Context, u *upstream, repo string) (http.R
 		return nil, fmt.Errorf("upstream %s: %w", u.base, err)
 	}
 	auth := u.auth
-	switch {
-	case u.plain && !u.mirror:
-		// Plain HTTP only because one request was allowed it: the host's
-		// credentials never travel in clear for that.
-		auth = authn.Anonymous
-	case auth == nil:
+	if auth == nil {
 		auth, err = ts.keychain.Resolve(keychainTarget(reg))
 		if err != nil {
 			return nil, fmt.Errorf("credentials for %s: %w", u.base.Host, err)

@@ -313,35 +313,3 @@ func TestAllowPlainHTTPPassedToMirror(t *testing.T) {
 		t.Errorf("through the peer with AllowPlainHTTP: %d %s, want 200 %s", code, d, mustDigest(t, img))
 	}
 }
-
-// The host's credentials never travel over plain HTTP that only one
-// request was allowed: the upstream sees no Authorization.
-func TestAllowPlainHTTPSendsNoCredentials(t *testing.T) {
-	var withAuth atomic.Int64
-	up := newUpstream(t, false, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Header.Get("Authorization") != "" {
-				withAuth.Add(1)
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
-	push(t, up, "app", "v1", 1024, 1)
-	c, err := New(Config{Dir: t.TempDir(), Keychain: staticKeychain{host: up.host(), auth: &authn.Basic{Username: "ci", Password: "s3cret"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(insecureRouter(c))
-	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/insecure/v2/app/manifests/v1?ns=" + url.QueryEscape(up.host()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("with AllowPlainHTTP: %s", resp.Status)
-	}
-	if n := withAuth.Load(); n != 0 {
-		t.Errorf("%d plain-HTTP requests carried the host's credentials", n)
-	}
-}
