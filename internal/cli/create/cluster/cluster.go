@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/addons"
+	"github.com/ephemera-dev/ephemera/internal/cli/clusterfile"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/lifecycle"
@@ -28,6 +30,7 @@ type options struct {
 	dnsUpstream        []string
 	domain             string
 	insecureRegistries []string
+	labels             []string
 }
 
 // NewCommand returns the create cluster command.
@@ -147,6 +150,7 @@ its spec. A cluster file looks like:
 	cmd.Flags().StringVar(&opts.domain, "domain", "", "make *.NAME.DOMAIN resolve to the cluster's ingress address through ephemera's DNS forwarder (default ingress domain: ADDRESS.sslip.io)")
 	cmd.Flags().StringVar(&e.LBNetwork, "lb-network", "", "range clusters take a /28 of LoadBalancer addresses from, routed into real-node clusters, in Services' status only for simulated-node ones (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
 	cmd.Flags().StringVar(&e.AdvertiseAddress, "advertise-address", "", "make the API server reachable from other machines on HOST[:PORT] (an address of this host; port default 6443), shared by every cluster and routed by TLS server name; the kubeconfig names it")
+	cmd.Flags().StringSliceVar(&opts.labels, "label", nil, "label KEY=VALUE recorded with the cluster, which addon templates read as {{ .Labels.KEY }}, like pr=42 (repeat, or comma-separate)")
 	cmd.Flags().StringVar(&e.IngressDomainBase, "ingress-domain-base", "", "wildcard-DNS service ingress domains are named under when there is no --domain (default "+local.DefaultIngressDomainBase+")")
 	return cmd
 }
@@ -155,7 +159,7 @@ its spec. A cluster file looks like:
 func resolveSpec(cmd *cobra.Command, e *env.Env, opts *options, name string) (v1alpha1.ClusterTemplateSpec, string, error) {
 	var spec v1alpha1.ClusterTemplateSpec
 	if opts.file != "" {
-		t, err := readTemplate(opts.file, e.In)
+		t, err := clusterfile.Read(opts.file, e.In)
 		if err != nil {
 			return spec, "", err
 		}
@@ -208,17 +212,30 @@ func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alp
 	if err != nil {
 		return err
 	}
+	labels, err := clusterfile.ParseLabels(opts.labels)
+	if err != nil {
+		return err
+	}
+	dir, err := clusterfile.Dir(opts.file)
+	if err != nil {
+		return err
+	}
 	started := time.Now()
 	c, err := lifecycle.Create(ctx, p, name, spec, lifecycle.CreateOptions{
 		Wait:     opts.wait,
 		Retain:   opts.retain,
 		Progress: e.Progress(),
+		Labels:   labels,
+		Addons:   lifecycle.AddonOptions{Sources: addons.Sources{Dir: dir}, Labels: labels},
 	})
 	if err != nil {
 		return fmt.Errorf("create cluster %q: %w", name, withHint(err))
 	}
 	state := "is ready"
-	if opts.wait == 0 {
+	switch {
+	case len(spec.Addons) > 0:
+		state = fmt.Sprintf("is ready with its addons (%s)", lifecycle.PhaseNames(spec.Addons))
+	case opts.wait == 0:
 		state = "answers (controllers and nodes are still starting)"
 	}
 	fmt.Fprintf(e.ErrOut, "Cluster %q (Kubernetes %s, %s) %s after %s.\n\nUse it with:\n", name, c.KubernetesVersion, lifecycle.NodeCounts(c.RealNodes, c.SimulatedNodes), state, time.Since(started).Round(10*time.Millisecond))
