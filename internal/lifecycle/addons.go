@@ -30,6 +30,11 @@ type AddonOptions struct {
 	OnPhase func(addons.PhaseEvent)
 }
 
+// ErrAddons marks the errors of reading, checking and rendering a
+// template's addons, before any phase is applied; a failed phase is an
+// *addons.PhaseError instead.
+var ErrAddons = errors.New("addons")
+
 // ErrClusterNotRunning is returned by InstallAddons for a cluster that is
 // not Running.
 var ErrClusterNotRunning = errors.New("cluster is not running")
@@ -59,7 +64,7 @@ func ValidateAddons(ctx context.Context, phases []v1alpha1.AddonPhase, opts Addo
 	rep.Start(fmt.Sprintf("Checking the addons (%s)", PhaseNames(phases)))
 	if err := addons.Validate(ctx, phases, opts.Sources); err != nil {
 		rep.End(false)
-		return fmt.Errorf("addons: %w", err)
+		return fmt.Errorf("%w: %w", ErrAddons, err)
 	}
 	rep.End(true)
 	return nil
@@ -102,7 +107,7 @@ func installAddons(ctx context.Context, p provider.Provider, c *provider.Cluster
 	plan, err := addons.Prepare(ctx, phases, Facts(c, opts.Labels), opts.Sources)
 	if err != nil {
 		rep.End(false)
-		return addons.Result{}, fmt.Errorf("addons: %w", err)
+		return addons.Result{}, fmt.Errorf("%w: %w", ErrAddons, err)
 	}
 	rep.End(true)
 	return addons.Apply(ctx, cfg, plan, addons.ApplyOptions{Progress: phaseProgress(phases, rep, opts.OnPhase)})

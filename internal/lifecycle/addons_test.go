@@ -145,7 +145,7 @@ func TestCreateChecksAddonsBeforeCreating(t *testing.T) {
 	if err == nil {
 		t.Fatal("Create succeeded with addons naming a missing file")
 	}
-	if !strings.HasPrefix(err.Error(), "addons: ") {
+	if !strings.HasPrefix(err.Error(), "addons: ") || !errors.Is(err, ErrAddons) {
 		t.Errorf("error %q does not say it is about the addons", err)
 	}
 	var ce *CreateError

@@ -354,7 +354,7 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 				return err
 			}
 			logger.Info("Creating pool cluster", "pool", klog.KObj(p), "cluster", name)
-			r.Provisioner.Ensure(name, tmpl.Spec, provision.PoolLabels(r.Server, p))
+			r.Provisioner.Ensure(name, tmpl.Spec, provision.PoolLabels(r.Server, p), provision.AddonInputs{Namespace: p.Namespace, Labels: p.Labels})
 			failpoint.Inject(failpoint.AdmissionPoolCreate)
 		}
 	}
