@@ -92,6 +92,16 @@ Ready and pods can be created. The cluster keeps running after the command
 exits; remove it with 'ephemera delete cluster NAME'. If creating fails or is
 interrupted (Ctrl-C), the half-created cluster is deleted unless --retain.
 
+A file's spec.addons are phases of manifests and Helm charts installed once
+the cluster is ready, in order, each phase waited on until what it installed
+is ready (within its timeout, default 10m); the command returns after the
+last one, printing each phase with its duration, and a phase that fails
+fails the create. What they name is checked before anything is created;
+relative paths are relative to the file's directory. Their Go templates see
+{{ .Name }}, {{ .Ingress.Address }}, {{ .Ingress.Domain }},
+{{ .KubernetesVersion }} and {{ .Labels.KEY }} (--label KEY=VALUE). See
+'ephemera addons apply --help' and docs/addons.md.
+
 NAME must be a DNS-1123 label (lower-case letters, digits and '-', at most 40
 characters). With -f, the file is a ClusterTemplate (apiVersion
 ephemera.dev/v1alpha1); NAME defaults to its metadata.name, and flags override
@@ -113,7 +123,26 @@ its spec. A cluster file looks like:
       domain: ci.example           # *.demo.ci.example -> ingress address
       ports:                       # like --port 8080:80
       - {hostPort: 8080, port: 80}
-      - {address: 0.0.0.0, hostPort: 2222, port: 22, protocol: TCP}`,
+      - {address: 0.0.0.0, hostPort: 2222, port: 22, protocol: TCP}
+    addons:                        # optional; phases, in order
+    - name: operators
+      timeout: 5m                  # default 10m
+      manifests:
+      - path: ./crds/              # file, dir or URL; or inline: YAML
+      charts:
+      - name: cert-manager         # release name
+        chart: oci://registry.example/charts/cert-manager   # or a dir, .tgz, or a name with repo:
+        version: v1.21.2
+        namespace: cert-manager
+        createNamespace: true
+        values: {crds: {enabled: true}}
+    - name: apps
+      manifests:
+      - inline: |
+          apiVersion: v1
+          kind: ConfigMap
+          metadata: {name: ingress}
+          data: {host: "web.{{ .Ingress.Domain }}"}`,
 		Example: `  ephemera create cluster app                 # one real node
   ephemera create cluster api --simulated-nodes 3   # simulated nodes only, no root needed
   ephemera create cluster mix --real-nodes 1 --simulated-nodes 100
@@ -123,7 +152,8 @@ its spec. A cluster file looks like:
   ephemera create cluster web --port 8080:80 --port 0.0.0.0:2222:22   # host ports onto the ingress address
   ephemera create cluster pr-42 --domain ci.example   # *.pr-42.ci.example resolves to its ingress address
   ephemera create cluster shared --advertise-address 192.0.2.10   # reachable from other machines on 192.0.2.10:6443
-  ephemera create cluster lab --insecure-registry 10.0.0.5:5000   # pull from a plain-HTTP registry`,
+  ephemera create cluster lab --insecure-registry 10.0.0.5:5000   # pull from a plain-HTTP registry
+  ephemera create cluster pr-42 -f web.yaml --label pr=42   # with the file's addons; {{ .Labels.pr }} is 42`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
