@@ -14,8 +14,9 @@ import (
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
-// readiness says whether an object is ready: kstatus says Current, an APIService is Available and
-// a LoadBalancer Service has an ingress address. When it is not, reason reads like "not
+// readiness says whether an object is ready: kstatus says Current, a Job is Complete (kstatus
+// counts a started one as Current), an APIService is Available and a LoadBalancer Service has an
+// ingress address. When it is not, reason reads like "not
 // Available: Deployment does not have minimum availability." (the object's name is the caller's).
 func readiness(u *unstructured.Unstructured) (ready bool, reason string) {
 	gk := u.GroupVersionKind().GroupKind()
@@ -44,6 +45,10 @@ func readiness(u *unstructured.Unstructured) (ready bool, reason string) {
 	if err != nil {
 		return false, "not ready: " + err.Error()
 	}
+	if res.Status == status.CurrentStatus && gk.Group == "batch" && gk.Kind == "Job" && !jobComplete(u) {
+		// kstatus counts a started Job as Current; a phase waits for it to complete.
+		res.Status = status.InProgressStatus
+	}
 	if res.Status == status.CurrentStatus {
 		return true, ""
 	}
@@ -52,6 +57,16 @@ func readiness(u *unstructured.Unstructured) (ready bool, reason string) {
 		r += ": " + res.Message
 	}
 	return false, r
+}
+
+func jobComplete(u *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, _ := c.(map[string]any); m["type"] == "Complete" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
 }
 
 // notWhat says what a kind of object is not while it is not ready.
