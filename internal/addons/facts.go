@@ -57,11 +57,11 @@ func (r renderer) render(name, text string) (string, error) {
 	}
 	t, err := template.New(name).Option(missing).Parse(text)
 	if err != nil {
-		return "", fmt.Errorf("template: %w", err)
+		return "", err // "template: NAME:LINE: …"
 	}
 	var b strings.Builder
 	if err := t.Execute(&b, r.facts); err != nil {
-		return "", fmt.Errorf("template: %w", err)
+		return "", err
 	}
 	return b.String(), nil
 }
