@@ -58,9 +58,8 @@ func newTestCluster(t *testing.T, name string) *rest.Config {
 }
 
 var (
-	deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
-	crdsGVR        = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	widgetsGVR     = schema.GroupVersionResource{Group: "test.ephemera.dev", Version: "v1", Resource: "widgets"}
+	crdsGVR    = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	widgetsGVR = schema.GroupVersionResource{Group: "test.ephemera.dev", Version: "v1", Resource: "widgets"}
 )
 
 const widgetCRD = `apiVersion: apiextensions.k8s.io/v1
@@ -295,7 +294,7 @@ data: {name: "{{ .Name }}", domain: "{{ .Ingress.Domain }}", address: "{{ .Ingre
 		if d := time.Since(start); d < 10*time.Second || d > 40*time.Second {
 			t.Errorf("Apply failed after %v, want about the phase's 10s timeout", d)
 		}
-		if len(got) != 2 || got[1].Kind != PhaseFailed || got[1].Err != err {
+		if len(got) != 2 || got[1].Kind != PhaseFailed || !errors.Is(got[1].Err, err) {
 			t.Errorf("progress = %+v, want broken Started then Failed with the error (and no later phase)", got)
 		}
 	})
