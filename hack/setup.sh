@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # setup.sh: make this machine ready to run ephemera: OS packages, the ephemera
-# binary and the Kubernetes versions given as arguments (default: the default
-# version). Everything is cached; a second run takes seconds.
+# binary, the Helm CLI the tests use, and the Kubernetes versions given as
+# arguments (default: the default version). Everything is cached; a second run
+# takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,21 @@ command -v go >/dev/null || { echo "ERROR: Go is not on PATH; install Go 1.26 or
 
 echo " • Building bin/ephemera" >&2
 go build -o bin/ephemera ./cmd/ephemera
+
+# The Helm CLI, which the addon tests use to list, push and inspect what
+# ephemera installs with the Helm SDK: built once from the Go module proxy at
+# a pinned version into the tools cache (EPHEMERA_TOOLS, as hack/lint.sh's
+# golangci-lint), where test/e2e finds it (or set EPHEMERA_HELM).
+helm_version=v4.3.2
+tools=${EPHEMERA_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/ephemera/tools}
+if [ ! -x "$tools/helm-$helm_version" ]; then
+  echo " • Building the Helm CLI $helm_version into $tools (once)" >&2
+  mkdir -p "$tools"
+  tmp=$(mktemp -d "$tools/.install.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  GOBIN=$tmp go install "helm.sh/helm/v4/cmd/helm@$helm_version"
+  mv "$tmp/helm" "$tools/helm-$helm_version"
+fi
 
 versions=("$@")
 if ((${#versions[@]} == 0)); then
