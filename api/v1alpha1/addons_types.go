@@ -150,3 +150,19 @@ type ValuesReference struct {
 // cluster is installed and ready; when False its message names the failing
 // phase, item and reason.
 const ConditionAddonsReady = "AddonsReady"
+
+// Reasons of the AddonsReady condition.
+const (
+	// ReasonNoAddons: the template has no addons.
+	ReasonNoAddons = "NoAddons"
+	// ReasonAddonsPending: the cluster is being built; its addons are
+	// installed once it is ready.
+	ReasonAddonsPending = "AddonsPending"
+	// ReasonAddonsInstalling: a phase is being installed or waited on.
+	ReasonAddonsInstalling = "AddonsInstalling"
+	// ReasonAddonsInstalled: every phase is installed and ready.
+	ReasonAddonsInstalled = "AddonsInstalled"
+	// ReasonAddonsFailed: a phase failed, or the addons could not be
+	// read; the message names the phase, item and reason.
+	ReasonAddonsFailed = "AddonsFailed"
+)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ephemera-dev/ephemera/internal/cli/addons"
 	"github.com/ephemera-dev/ephemera/internal/cli/build"
 	"github.com/ephemera-dev/ephemera/internal/cli/create"
 	"github.com/ephemera-dev/ephemera/internal/cli/delete"
@@ -128,6 +129,7 @@ Start here:
 		kube.NewCommand(e),
 		build.NewCommand(e),
 		load.NewCommand(e),
+		addons.NewCommand(e),
 		push.NewCommand(e),
 		registrycmd.NewCommand(e),
 		serve.NewCommand(e),

@@ -32,15 +32,21 @@ type CreateOptions struct {
 	Labels map[string]string
 	// OnAPIUsable, when set, is called once the cluster's API answers.
 	OnAPIUsable func()
+	// Addons say where the spec's addons come from and what their
+	// templates see; see Create.
+	Addons AddonOptions
 }
 
 // ErrNotReady is returned when a cluster does not become ready in time.
 var ErrNotReady = errors.New("cluster not ready")
 
-// Create creates a cluster and waits until it is usable. If anything fails
-// after the provider started creating it, including ctx being cancelled by
-// Ctrl-C, the cluster is deleted unless opts.Retain is set, so nothing is
-// left behind.
+// Create creates a cluster and waits until it is usable. When the spec has
+// addons, it checks them before creating anything (ValidateAddons) and
+// installs them once the cluster is ready (see InstallAddons): the cluster
+// is usable only after its last phase is ready. If anything fails after the
+// provider started creating it, including an addon phase and ctx being
+// cancelled by Ctrl-C, the cluster is deleted unless opts.Retain is set, so
+// nothing is left behind.
 func Create(ctx context.Context, p provider.Provider, name string, spec v1alpha1.ClusterTemplateSpec, opts CreateOptions) (*provider.Cluster, error) {
 	rep := opts.Progress
 	if rep == nil {
@@ -48,6 +54,9 @@ func Create(ctx context.Context, p provider.Provider, name string, spec v1alpha1
 	}
 	if opts.APITimeout == 0 {
 		opts.APITimeout = DefaultAPITimeout
+	}
+	if err := ValidateAddons(ctx, spec.Addons, opts.Addons, rep); err != nil {
+		return nil, err
 	}
 	rep.Start(fmt.Sprintf("Preparing cluster %q (%s)", name, describe(spec)))
 	if err := p.Create(ctx, name, spec, provider.CreateOptions{Labels: opts.Labels}); err != nil {
@@ -59,6 +68,13 @@ func Create(ctx context.Context, p provider.Provider, name string, spec v1alpha1
 		return nil, err
 	}
 	c, err := waitReady(ctx, p, name, spec, opts, rep)
+	if err == nil && len(spec.Addons) > 0 {
+		_, err = installAddons(ctx, p, c, spec.Addons, opts.Addons, rep)
+		if err == nil {
+			// The addons may have given the cluster its ingress address.
+			c, err = p.Get(ctx, name)
+		}
+	}
 	if err == nil {
 		return c, nil
 	}

@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/addons"
 	"github.com/ephemera-dev/ephemera/internal/artifact"
 	"github.com/ephemera-dev/ephemera/internal/controller/admission"
 	"github.com/ephemera-dev/ephemera/internal/controller/metrics"
@@ -207,8 +208,17 @@ func Run(ctx context.Context, opts Options) error {
 	// The provisioner wakes the reconcilers whenever a cluster changes.
 	queueEvents := make(chan event.GenericEvent, 1)
 	tcEvents := make(chan event.GenericEvent, 1024)
+	addonEvents := mgr.GetEventRecorder("ephemera-addons")
 	prov := provision.New(opts.Provider, provision.Options{
 		Log: opts.Log.WithName("provision"),
+		// Addons read the ConfigMaps and Secrets they name straight from
+		// the API (the client caches neither).
+		Reader: mgr.GetClient(),
+		OnAddonPhase: func(s provision.Status, ev addons.PhaseEvent) {
+			if e, ok := provision.AddonPhaseEvent(s, ev); ok {
+				addonEvents.Eventf(e.Regarding, nil, e.Type, e.Reason, "InstallAddons", "%s", truncateNote(e.Note))
+			}
+		},
 		Observe: func(d time.Duration) {
 			metrics.ProvisionDuration.WithLabelValues(opts.Provider.Name()).Observe(d.Seconds())
 		},
@@ -300,4 +310,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	opts.Log.Info("Starting controllers", "instance", opts.Instance, "maxClusters", opts.MaxClusters, "metrics", opts.MetricsAddr, "health", opts.HealthAddr)
 	return mgr.Start(ctx)
+}
+
+// truncateNote keeps an event's note within what the API accepts (1 kB).
+func truncateNote(note string) string {
+	if len(note) > 1000 {
+		return note[:997] + "..."
+	}
+	return note
 }

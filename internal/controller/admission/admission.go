@@ -80,6 +80,7 @@ type Reconciler struct {
 	accounted   map[types.UID]time.Time
 	failedAt    map[string]time.Time // pool key → last failed create
 	failedErr   map[string]error     // pool key → its error
+	failures    map[string]int       // pool key → failed creates in a row
 	invalid     map[string]string    // pool key → template version and pool generation an invalid spec was seen with
 	pools       map[string]bool      // pool keys with metric series
 }
@@ -104,7 +105,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	r.mu.Lock()
 	in := Input{
 		TestClusters: tcs.Items, Pools: pools.Items, Clusters: r.Provisioner.Snapshot(),
-		MaxClusters: r.MaxClusters, MaxPerNamespace: r.MaxPerNamespace, FailedAt: maps.Clone(r.failedAt), Now: now,
+		MaxClusters: r.MaxClusters, MaxPerNamespace: r.MaxPerNamespace, FailedAt: maps.Clone(r.failedAt), Failures: maps.Clone(r.failures), Now: now,
 	}
 	r.mu.Unlock()
 	plan := Decide(in)
@@ -192,6 +193,7 @@ func (r *Reconciler) init() {
 	if r.queuedSince == nil {
 		r.queuedSince, r.accounted = map[types.UID]time.Time{}, map[types.UID]time.Time{}
 		r.failedAt, r.failedErr, r.pools, r.invalid = map[string]time.Time{}, map[string]error{}, map[string]bool{}, map[string]string{}
+		r.failures = map[string]int{}
 	}
 }
 
@@ -201,8 +203,12 @@ func (r *Reconciler) init() {
 func (r *Reconciler) remember(plan Plan, in Input, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for _, pk := range plan.Recovered {
+		delete(r.failures, pk)
+	}
 	for pk, err := range plan.Failed {
 		r.failedAt[pk], r.failedErr[pk] = now, err
+		r.failures[pk]++
 	}
 	live := map[types.UID]bool{}
 	for _, tc := range in.TestClusters {
@@ -217,6 +223,7 @@ func (r *Reconciler) remember(plan Plan, in Input, now time.Time) {
 		if _, ok := plan.Pools[pk]; !ok {
 			delete(r.failedAt, pk)
 			delete(r.failedErr, pk)
+			delete(r.failures, pk)
 			delete(r.invalid, pk)
 		}
 	}
@@ -308,7 +315,7 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 	var problem, invalid string
 	pk := key(p.Namespace, p.Name)
 	r.mu.Lock()
-	lastErr := r.failedErr[pk]
+	lastErr, failures := r.failedErr[pk], r.failures[pk]
 	if errors.Is(lastErr, provider.ErrInvalidSpec) && dp.Backoff {
 		r.invalid[pk] = "" // seen now; its versions are recorded below
 	}
@@ -354,7 +361,7 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 				return err
 			}
 			logger.Info("Creating pool cluster", "pool", klog.KObj(p), "cluster", name)
-			r.Provisioner.Ensure(name, tmpl.Spec, provision.PoolLabels(r.Server, p))
+			r.Provisioner.Ensure(name, tmpl.Spec, provision.PoolLabels(r.Server, p), provision.AddonInputs{Namespace: p.Namespace, Labels: p.Labels})
 			failpoint.Inject(failpoint.AdmissionPoolCreate)
 		}
 	}
@@ -370,11 +377,8 @@ func (r *Reconciler) reconcilePool(ctx context.Context, dp *Pool) error {
 	case invalid != "":
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.ReasonInvalidSpec, invalid
 	case dp.Backoff:
-		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonProvisionFailed
-		cond.Message = "creating a cluster failed; retrying shortly"
-		if lastErr != nil {
-			cond.Message = "creating a cluster failed, retrying shortly: " + lastErr.Error()
-		}
+		cond.Status = metav1.ConditionFalse
+		cond.Reason, cond.Message = failureCondition(lastErr, failures, dp.RetryIn)
 	case int32(dp.Ready) < p.Spec.MinReadyOrDefault():
 		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonBelowMinReady
 		if dp.BudgetUsedUp {

@@ -29,6 +29,10 @@ type Input struct {
 	// FailedAt is when a create of each pool (by namespace/name) last
 	// failed.
 	FailedAt map[string]time.Time
+	// Failures counts the creates of each pool that failed in a row, its
+	// addons' included: each one doubles the pool's backoff (see
+	// Backoff).
+	Failures map[string]int
 	// Now is the time of the pass.
 	Now time.Time
 }
@@ -63,6 +67,8 @@ type Pool struct {
 	Ready, Provisioning, Claimed, Size, Waiting int
 	// Backoff: a create failed lately, so none is started now.
 	Backoff bool
+	// RetryIn is how long the backoff lasts from now.
+	RetryIn time.Duration
 	// BudgetUsedUp: the server's budget kept it below what it wants.
 	BudgetUsedUp bool
 }
@@ -88,6 +94,24 @@ type Plan struct {
 	// Ready themselves: while there are any, no pool creates (building
 	// takes the CPU their last steps need).
 	Publishing int
+	// Recovered are the pools (namespace/name) with a cluster that became
+	// Ready after their last failed create: their failures in a row end.
+	Recovered []string
+}
+
+// Backoff bounds between a pool's failed create and its next one: the base
+// after the first failure, doubled by each further failure in a row, at
+// most maxFailureBackoff.
+const maxFailureBackoff = 5 * time.Minute
+
+// Backoff is how long a pool waits after its failures-th failed create in
+// a row before it creates again.
+func Backoff(failures int) time.Duration {
+	d := failureBackoff
+	for i := 1; i < failures && d < maxFailureBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxFailureBackoff)
 }
 
 type poolState struct {
@@ -211,6 +235,13 @@ func Decide(in Input) Plan {
 	for _, ps := range states {
 		slices.SortStableFunc(ps.free, func(a, b provision.Status) int { return a.ReadyAt.Compare(b.ReadyAt) })
 	}
+	for _, s := range clusters {
+		pk := key(s.Labels[provision.LabelNamespace], s.Labels[provision.LabelPool])
+		if failedAt, ok := in.FailedAt[pk]; ok && s.Labels[provision.LabelPool] != "" && s.State == provision.Ready && s.ReadyAt.After(failedAt) &&
+			!slices.Contains(plan.Recovered, pk) {
+			plan.Recovered = append(plan.Recovered, pk)
+		}
+	}
 
 	positions := map[string]int32{}
 	for _, tc := range waitingInOrder(in.TestClusters) {
@@ -284,7 +315,13 @@ func Decide(in Input) Plan {
 		}
 		failedAt, ok := in.FailedAt[pk]
 		_, failedNow := plan.Failed[pk]
-		dp.Backoff = failedNow || ok && in.Now.Sub(failedAt) < failureBackoff
+		backoff := Backoff(in.Failures[pk] + btoi(failedNow))
+		switch {
+		case failedNow:
+			dp.Backoff, dp.RetryIn = true, backoff
+		case ok && in.Now.Sub(failedAt) < backoff:
+			dp.Backoff, dp.RetryIn = true, backoff-in.Now.Sub(failedAt)
+		}
 		if want > 0 && !dp.Backoff && plan.Publishing == 0 {
 			dp.Create = want
 			ps.provisioning += want
@@ -328,4 +365,11 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/addons"
 	"github.com/ephemera-dev/ephemera/internal/controller/provision"
 )
 
@@ -100,6 +101,7 @@ type summary struct {
 	Release   []string
 	Pools     map[string]string
 	Failed    []string
+	Recovered []string
 }
 
 func summarize(p Plan) summary {
@@ -122,6 +124,7 @@ func summarize(p Plan) summary {
 	for k := range p.Failed {
 		s.Failed = append(s.Failed, k)
 	}
+	s.Recovered = p.Recovered
 	return s
 }
 
@@ -268,6 +271,67 @@ func TestDecide(t *testing.T) {
 			want: summary{Pools: map[string]string{"ns/ci": "create=1 shed=[] ready=0 provisioning=1 claimed=0 size=1 waiting=0 backoff=false"}},
 		},
 		{
+			name: "failures in a row double the backoff",
+			in: Input{
+				Pools:       []v1alpha1.ClusterPool{poolObj("ci", 1, 1)},
+				FailedAt:    map[string]time.Time{"ns/ci": t0.Add(-15 * time.Second)},
+				Failures:    map[string]int{"ns/ci": 2},
+				Now:         t0,
+				MaxClusters: 10,
+			},
+			want:  summary{Pools: map[string]string{"ns/ci": "create=0 shed=[] ready=0 provisioning=0 claimed=0 size=0 waiting=0 backoff=true"}},
+			check: retryIn("ns/ci", 5*time.Second),
+		},
+		{
+			name: "after the doubled backoff the pool creates again",
+			in: Input{
+				Pools:       []v1alpha1.ClusterPool{poolObj("ci", 1, 1)},
+				FailedAt:    map[string]time.Time{"ns/ci": t0.Add(-21 * time.Second)},
+				Failures:    map[string]int{"ns/ci": 2},
+				Now:         t0,
+				MaxClusters: 10,
+			},
+			want:  summary{Pools: map[string]string{"ns/ci": "create=1 shed=[] ready=0 provisioning=1 claimed=0 size=1 waiting=0 backoff=false"}},
+			check: retryIn("ns/ci", 0),
+		},
+		{
+			name: "a cluster whose addons failed is released, and the pool backs off for its failures in a row",
+			in: Input{
+				Pools: []v1alpha1.ClusterPool{poolObj("ci", 1, 2)},
+				Clusters: []provision.Status{member("addons-failed", "ci", state(provision.Failed), func(s *provision.Status) {
+					s.Err = &addons.PhaseError{Phase: "apps", Reason: "not ready"}
+				})},
+				FailedAt:    map[string]time.Time{"ns/ci": t0.Add(-time.Hour)},
+				Failures:    map[string]int{"ns/ci": 3},
+				Now:         t0,
+				MaxClusters: 10,
+			},
+			want: summary{
+				Release: []string{"addons-failed"},
+				Failed:  []string{"ns/ci"},
+				Pools:   map[string]string{"ns/ci": "create=0 shed=[] ready=0 provisioning=0 claimed=0 size=0 waiting=0 backoff=true"},
+			},
+			check: retryIn("ns/ci", 80*time.Second),
+		},
+		{
+			name: "a pool with a cluster Ready since its last failure has recovered",
+			in: Input{
+				Pools:       []v1alpha1.ClusterPool{poolObj("ci", 1, 2), poolObj("other", 1, 1)},
+				Clusters:    []provision.Status{member("new", "ci", readyAt(0)), member("old", "other", readyAt(-60))},
+				FailedAt:    map[string]time.Time{"ns/ci": t0.Add(-30 * time.Second), "ns/other": t0.Add(-30 * time.Second)},
+				Failures:    map[string]int{"ns/ci": 4, "ns/other": 4},
+				Now:         t0,
+				MaxClusters: 10,
+			},
+			want: summary{
+				Recovered: []string{"ns/ci"},
+				Pools: map[string]string{
+					"ns/ci":    "create=0 shed=[] ready=1 provisioning=0 claimed=0 size=1 waiting=0 backoff=true",
+					"ns/other": "create=0 shed=[] ready=1 provisioning=0 claimed=0 size=1 waiting=0 backoff=true",
+				},
+			},
+		},
+		{
 			name: "clusters of a deleted pool are released unless claimed",
 			in: Input{
 				TestClusters: []v1alpha1.TestCluster{claimOf("a", "gone", 0, bound("c1"))},
@@ -411,5 +475,25 @@ func TestDecideNeverBindsOneClusterTwice(t *testing.T) {
 	}
 	if len(plan.Binds) != 3 {
 		t.Errorf("%d binds, want 3 (m2 resumed for c05; m4, a second record for c05, released; m1 and m3 free): %+v", len(plan.Binds), summarize(plan))
+	}
+}
+
+func retryIn(pool string, want time.Duration) func(t *testing.T, p Plan) {
+	return func(t *testing.T, p Plan) {
+		t.Helper()
+		if got := p.Pools[pool].RetryIn; got != want {
+			t.Errorf("pool %s: RetryIn = %s, want %s", pool, got, want)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for failures, want := range map[int]time.Duration{
+		0: 10 * time.Second, 1: 10 * time.Second, 2: 20 * time.Second, 3: 40 * time.Second,
+		5: 160 * time.Second, 6: 5 * time.Minute, 1000: 5 * time.Minute,
+	} {
+		if got := Backoff(failures); got != want {
+			t.Errorf("Backoff(%d) = %s, want %s", failures, got, want)
+		}
 	}
 }

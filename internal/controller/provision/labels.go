@@ -18,6 +18,15 @@ const (
 	// cluster was built for from a template.
 	LabelTestCluster    = "ephemera.dev/testcluster"
 	LabelTestClusterUID = "ephemera.dev/testcluster-uid"
+	// LabelAddons is AddonsPending on a cluster whose template has addons
+	// until they are installed, then AddonsReady.
+	LabelAddons = "ephemera.dev/addons"
+)
+
+// Values of LabelAddons.
+const (
+	AddonsPending = "pending"
+	AddonsReady   = "ready"
 )
 
 // PoolLabels are the labels of a warm cluster of pool.

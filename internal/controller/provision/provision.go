@@ -9,12 +9,15 @@ import (
 	"fmt"
 	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/addons"
 	"github.com/ephemera-dev/ephemera/internal/failpoint"
 	"github.com/ephemera-dev/ephemera/internal/lifecycle"
 	"github.com/ephemera-dev/ephemera/internal/provider"
@@ -25,9 +28,10 @@ type State string
 
 // States of a cluster the provisioner knows.
 const (
-	// Creating: being created, or being checked after a server restart.
+	// Creating: being created, its addons being installed, or being
+	// checked after a server restart.
 	Creating State = "Creating"
-	// Ready: usable, its kubeconfig read.
+	// Ready: usable, its addons installed, its kubeconfig read.
 	Ready State = "Ready"
 	// Failed: creating or adopting it failed. A create that failed
 	// removed what it started; an adopted cluster that failed is kept for
@@ -62,7 +66,39 @@ type Status struct {
 	Adopted bool
 	// Started, Provisioned (API usable) and ReadyAt time its steps.
 	Started, Provisioned, ReadyAt time.Time
+	// Addons is how far its addons got.
+	Addons AddonsStatus
 }
+
+// AddonsStatus is how far a cluster's addons got.
+type AddonsStatus struct {
+	// Phases name the template's addon phases, in order; empty when it has
+	// none, and for a cluster adopted after a restart (its LabelAddons
+	// says whether they were installed).
+	Phases []string
+	// Current is the phase being installed and waited on, if any.
+	Current string
+	// Ready are the phases installed and ready, in order, with how long
+	// each took.
+	Ready []addons.PhaseResult
+	// Err says why they failed: an *addons.PhaseError, or why they could
+	// not be read or rendered.
+	Err error
+}
+
+// AddonInputs are what a cluster's addons read besides its spec.
+type AddonInputs struct {
+	// Namespace is where their ConfigMaps and Secrets are read: the
+	// TestCluster's or pool's.
+	Namespace string
+	// Labels are what their templates see as {{ .Labels.KEY }}: the
+	// TestCluster's labels, or the pool's.
+	Labels map[string]string
+}
+
+// ErrAddonsInterrupted is a Failed cluster's error when a server stopped
+// while its addons were being installed.
+var ErrAddonsInterrupted = errors.New("the server stopped while the cluster's addons were being installed")
 
 // ErrNotUsable is returned by Claim for a cluster that is not Ready.
 var ErrNotUsable = errors.New("cluster is not usable")
@@ -81,6 +117,11 @@ type Options struct {
 	Notify func(Status)
 	// Observe is called with the duration of each successful create.
 	Observe func(d time.Duration)
+	// Reader reads the ConfigMaps and Secrets addons name.
+	Reader client.Reader
+	// OnAddonPhase, when set, is called as an addon phase of a cluster
+	// starts, becomes ready or fails, with the cluster's status after it.
+	OnAddonPhase func(Status, addons.PhaseEvent)
 	// Now is the clock.
 	Now func() time.Time
 	// Log receives what happens.
@@ -147,10 +188,14 @@ func New(p provider.Provider, opts Options) *Provisioner {
 func (r *Provisioner) Provider() provider.Provider { return r.p }
 
 // Ensure starts creating the cluster unless it is known already, and
-// returns what is known. A cluster that exists in the provider but is not
-// known (a server restart) is adopted: checked until usable, restarted on
-// its data if its processes are gone, never rebuilt or deleted.
-func (r *Provisioner) Ensure(name string, spec v1alpha1.ClusterTemplateSpec, labels map[string]string) Status {
+// returns what is known. The cluster is Ready once it is usable and the
+// spec's addons are installed (reading what in says); until then its labels
+// record LabelAddons AddonsPending. A cluster that exists in the provider
+// but is not known (a server restart) is adopted: checked until usable,
+// restarted on its data if its processes are gone, never rebuilt or
+// deleted; one whose addons were being installed is Failed with
+// ErrAddonsInterrupted.
+func (r *Provisioner) Ensure(name string, spec v1alpha1.ClusterTemplateSpec, labels map[string]string, in AddonInputs) Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if j, ok := r.jobs[name]; ok {
@@ -162,8 +207,17 @@ func (r *Provisioner) Ensure(name string, spec v1alpha1.ClusterTemplateSpec, lab
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
+	if len(spec.Addons) > 0 {
+		if j.status.Labels == nil {
+			j.status.Labels = map[string]string{}
+		}
+		j.status.Labels[LabelAddons] = AddonsPending
+		for _, ph := range spec.Addons {
+			j.status.Addons.Phases = append(j.status.Addons.Phases, ph.Name)
+		}
+	}
 	r.jobs[name] = j
-	go r.run(ctx, j, spec)
+	go r.run(ctx, j, spec, in)
 	return j.status
 }
 
@@ -332,7 +386,7 @@ func (r *Provisioner) Load(ctx context.Context, match map[string]string) (adopte
 			continue
 		}
 		adopted++
-		r.Ensure(c.Name, v1alpha1.ClusterTemplateSpec{}, c.Labels)
+		r.Ensure(c.Name, v1alpha1.ClusterTemplateSpec{}, c.Labels, AddonInputs{})
 	}
 	r.mu.Lock()
 	r.loaded = true
@@ -449,7 +503,7 @@ func (r *Provisioner) setReady(j *job) {
 	r.opts.Notify(st)
 }
 
-func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemplateSpec) {
+func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemplateSpec, in AddonInputs) {
 	defer close(j.done)
 	name := j.status.Name
 	log := r.opts.Log.WithValues("cluster", name)
@@ -461,10 +515,18 @@ func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemp
 		return
 	}
 	var provisioned time.Time
+	r.mu.Lock()
+	labels := maps.Clone(j.status.Labels)
+	r.mu.Unlock()
 	opts := lifecycle.CreateOptions{
 		Wait:        r.opts.Wait,
-		Labels:      j.status.Labels,
+		Labels:      labels,
 		OnAPIUsable: func() { provisioned = r.opts.Now() },
+		Addons: lifecycle.AddonOptions{
+			Sources: addons.Sources{ServerMode: true, Reader: r.opts.Reader, Namespace: in.Namespace},
+			Labels:  in.Labels,
+			OnPhase: func(ev addons.PhaseEvent) { r.addonPhase(j, ev) },
+		},
 	}
 	start := r.opts.Now()
 	var c *provider.Cluster
@@ -472,6 +534,10 @@ func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemp
 	existing, gerr := r.p.Get(ctx, name)
 	adopted := gerr == nil
 	switch {
+	case adopted && existing.Labels[LabelAddons] == AddonsPending:
+		// Its create never finished; the owner rebuilds or releases it.
+		log.Info("Not adopting a cluster whose addons were being installed")
+		err = ErrAddonsInterrupted
 	case adopted:
 		log.Info("Adopting cluster", "phase", existing.Phase)
 		if rs, ok := r.p.(provider.Restarter); ok && existing.Phase == provider.PhaseBroken {
@@ -492,6 +558,9 @@ func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemp
 		c, err = r.opts.Create(ctx, r.p, name, spec, opts)
 	default:
 		err = gerr
+	}
+	if err == nil && !adopted && len(spec.Addons) > 0 {
+		err = r.markAddonsReady(ctx, j)
 	}
 	var kubeconfig []byte
 	if err == nil {
@@ -520,10 +589,62 @@ func (r *Provisioner) finish(j *job, c *provider.Cluster, kubeconfig []byte, err
 	}
 	if err != nil {
 		j.status.State, j.status.Err = Failed, err
+		if j.status.Addons.Err == nil && (isAddonsError(err) || errors.Is(err, ErrAddonsInterrupted)) {
+			j.status.Addons.Err = err
+		}
+		j.status.Addons.Current = ""
 	} else {
 		j.status.State, j.status.Cluster, j.status.Kubeconfig, j.status.ReadyAt = Ready, c, kubeconfig, r.opts.Now()
 	}
 	st := j.status
 	r.mu.Unlock()
 	r.opts.Notify(st)
+}
+
+// addonPhase records an addon phase's event on j and passes it on.
+func (r *Provisioner) addonPhase(j *job, ev addons.PhaseEvent) {
+	r.mu.Lock()
+	a := &j.status.Addons
+	switch ev.Kind {
+	case addons.PhaseStarted:
+		a.Current = ev.Phase
+	case addons.PhaseReady:
+		a.Current = ""
+		a.Ready = append(slices.Clone(a.Ready), addons.PhaseResult{Name: ev.Phase, Duration: ev.Duration})
+	case addons.PhaseFailed:
+		a.Current, a.Err = "", ev.Err
+	}
+	st := j.status
+	r.mu.Unlock()
+	r.opts.Log.Info("Addon phase "+ev.Kind, "cluster", st.Name, "phase", ev.Phase, "seconds", ev.Duration.Seconds())
+	r.opts.Notify(st)
+	if r.opts.OnAddonPhase != nil {
+		r.opts.OnAddonPhase(st, ev)
+	}
+}
+
+// markAddonsReady records on the cluster, in the provider's labels and in
+// memory, that its addons are installed, so that a restarted server adopts
+// it rather than rebuilding it.
+func (r *Provisioner) markAddonsReady(ctx context.Context, j *job) error {
+	r.mu.Lock()
+	labels := maps.Clone(j.status.Labels)
+	r.mu.Unlock()
+	labels[LabelAddons] = AddonsReady
+	if l, ok := r.p.(provider.Labeler); ok {
+		if err := l.SetLabels(ctx, j.status.Name, labels); err != nil {
+			return fmt.Errorf("record that the addons are installed: %w", err)
+		}
+	}
+	r.mu.Lock()
+	j.status.Labels = labels
+	r.mu.Unlock()
+	return nil
+}
+
+// isAddonsError says whether a create failed in its addons: a phase, or
+// reading and rendering them.
+func isAddonsError(err error) bool {
+	var pe *addons.PhaseError
+	return errors.As(err, &pe) || errors.Is(err, lifecycle.ErrAddons)
 }

@@ -156,14 +156,17 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, tc *v1alpha1.TestClust
 		if tc.Spec.KubernetesVersion != "" {
 			spec.KubernetesVersion = tc.Spec.KubernetesVersion
 		}
-		st = r.Provisioner.Ensure(name, spec, provision.TestClusterLabels(r.Server, tc))
+		st = r.Provisioner.Ensure(name, spec, provision.TestClusterLabels(r.Server, tc), provision.AddonInputs{Namespace: tc.Namespace, Labels: tc.Labels})
 	}
 	if !st.Provisioned.IsZero() && tc.Status.Timings.Provisioned == nil {
 		tc.Status.Timings.Provisioned = &metav1.Time{Time: st.Provisioned}
 	}
+	if status, reason, msg, ok := addonsCondition(st); ok {
+		setCondition(tc, v1alpha1.ConditionAddonsReady, status == metav1.ConditionTrue, reason, msg)
+	}
 	switch st.State {
 	case provision.Creating:
-		msg := fmt.Sprintf("building cluster %q", name)
+		msg := building(st)
 		setCondition(tc, v1alpha1.ConditionBound, true, v1alpha1.ReasonProvisioning, msg)
 		setCondition(tc, v1alpha1.ConditionReady, false, v1alpha1.ReasonProvisioning, msg)
 		return requeue, nil

@@ -149,7 +149,7 @@ func TestTakeoverOfAPoolCluster(t *testing.T) {
 	victim := testCluster("a", "victim", v1alpha1.TestClusterSpec{PoolRef: "ci", ClusterName: "ci-abcde"})
 	thief := testCluster("a", "thief", v1alpha1.TestClusterSpec{PoolRef: "ci", ClusterName: "ci-abcde"})
 	w := newWorld(t, pool, victim, thief)
-	w.prov.Ensure("ci-abcde", v1alpha1.ClusterTemplateSpec{}, provision.PoolLabels("s", pool))
+	w.prov.Ensure("ci-abcde", v1alpha1.ClusterTemplateSpec{}, provision.PoolLabels("s", pool), provision.AddonInputs{})
 	deadline := time.Now().Add(5 * time.Second)
 	for st, _ := w.prov.Get("ci-abcde"); st.State != provision.Ready; st, _ = w.prov.Get("ci-abcde") {
 		if time.Now().After(deadline) {

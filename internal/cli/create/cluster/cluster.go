@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
+	"github.com/ephemera-dev/ephemera/internal/addons"
+	"github.com/ephemera-dev/ephemera/internal/cli/clusterfile"
 	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/kube"
 	"github.com/ephemera-dev/ephemera/internal/lifecycle"
@@ -28,6 +30,7 @@ type options struct {
 	dnsUpstream        []string
 	domain             string
 	insecureRegistries []string
+	labels             []string
 }
 
 // NewCommand returns the create cluster command.
@@ -89,6 +92,16 @@ Ready and pods can be created. The cluster keeps running after the command
 exits; remove it with 'ephemera delete cluster NAME'. If creating fails or is
 interrupted (Ctrl-C), the half-created cluster is deleted unless --retain.
 
+A file's spec.addons are phases of manifests and Helm charts installed once
+the cluster is ready, in order, each phase waited on until what it installed
+is ready (within its timeout, default 10m); the command returns after the
+last one, printing each phase with its duration, and a phase that fails
+fails the create. What they name is checked before anything is created;
+relative paths are relative to the file's directory. Their Go templates see
+{{ .Name }}, {{ .Ingress.Address }}, {{ .Ingress.Domain }},
+{{ .KubernetesVersion }} and {{ .Labels.KEY }} (--label KEY=VALUE). See
+'ephemera addons apply --help' and docs/addons.md.
+
 NAME must be a DNS-1123 label (lower-case letters, digits and '-', at most 40
 characters). With -f, the file is a ClusterTemplate (apiVersion
 ephemera.dev/v1alpha1); NAME defaults to its metadata.name, and flags override
@@ -110,7 +123,26 @@ its spec. A cluster file looks like:
       domain: ci.example           # *.demo.ci.example -> ingress address
       ports:                       # like --port 8080:80
       - {hostPort: 8080, port: 80}
-      - {address: 0.0.0.0, hostPort: 2222, port: 22, protocol: TCP}`,
+      - {address: 0.0.0.0, hostPort: 2222, port: 22, protocol: TCP}
+    addons:                        # optional; phases, in order
+    - name: operators
+      timeout: 5m                  # default 10m
+      manifests:
+      - path: ./crds/              # file, dir or URL; or inline: YAML
+      charts:
+      - name: cert-manager         # release name
+        chart: oci://registry.example/charts/cert-manager   # or a dir, .tgz, or a name with repo:
+        version: v1.21.2
+        namespace: cert-manager
+        createNamespace: true
+        values: {crds: {enabled: true}}
+    - name: apps
+      manifests:
+      - inline: |
+          apiVersion: v1
+          kind: ConfigMap
+          metadata: {name: ingress}
+          data: {host: "web.{{ .Ingress.Domain }}"}`,
 		Example: `  ephemera create cluster app                 # one real node
   ephemera create cluster api --simulated-nodes 3   # simulated nodes only, no root needed
   ephemera create cluster mix --real-nodes 1 --simulated-nodes 100
@@ -120,7 +152,8 @@ its spec. A cluster file looks like:
   ephemera create cluster web --port 8080:80 --port 0.0.0.0:2222:22   # host ports onto the ingress address
   ephemera create cluster pr-42 --domain ci.example   # *.pr-42.ci.example resolves to its ingress address
   ephemera create cluster shared --advertise-address 192.0.2.10   # reachable from other machines on 192.0.2.10:6443
-  ephemera create cluster lab --insecure-registry 10.0.0.5:5000   # pull from a plain-HTTP registry`,
+  ephemera create cluster lab --insecure-registry 10.0.0.5:5000   # pull from a plain-HTTP registry
+  ephemera create cluster pr-42 -f web.yaml --label pr=42   # with the file's addons; {{ .Labels.pr }} is 42`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
@@ -147,6 +180,7 @@ its spec. A cluster file looks like:
 	cmd.Flags().StringVar(&opts.domain, "domain", "", "make *.NAME.DOMAIN resolve to the cluster's ingress address through ephemera's DNS forwarder (default ingress domain: ADDRESS.sslip.io)")
 	cmd.Flags().StringVar(&e.LBNetwork, "lb-network", "", "range clusters take a /28 of LoadBalancer addresses from, routed into real-node clusters, in Services' status only for simulated-node ones (env "+local.LBNetworkEnv+", default "+local.DefaultLBNetwork+")")
 	cmd.Flags().StringVar(&e.AdvertiseAddress, "advertise-address", "", "make the API server reachable from other machines on HOST[:PORT] (an address of this host; port default 6443), shared by every cluster and routed by TLS server name; the kubeconfig names it")
+	cmd.Flags().StringSliceVar(&opts.labels, "label", nil, "label KEY=VALUE recorded with the cluster, which addon templates read as {{ .Labels.KEY }}, like pr=42 (repeat, or comma-separate)")
 	cmd.Flags().StringVar(&e.IngressDomainBase, "ingress-domain-base", "", "wildcard-DNS service ingress domains are named under when there is no --domain (default "+local.DefaultIngressDomainBase+")")
 	return cmd
 }
@@ -155,7 +189,7 @@ its spec. A cluster file looks like:
 func resolveSpec(cmd *cobra.Command, e *env.Env, opts *options, name string) (v1alpha1.ClusterTemplateSpec, string, error) {
 	var spec v1alpha1.ClusterTemplateSpec
 	if opts.file != "" {
-		t, err := readTemplate(opts.file, e.In)
+		t, err := clusterfile.Read(opts.file, e.In)
 		if err != nil {
 			return spec, "", err
 		}
@@ -208,17 +242,30 @@ func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alp
 	if err != nil {
 		return err
 	}
+	labels, err := clusterfile.ParseLabels(opts.labels)
+	if err != nil {
+		return err
+	}
+	dir, err := clusterfile.Dir(opts.file)
+	if err != nil {
+		return err
+	}
 	started := time.Now()
 	c, err := lifecycle.Create(ctx, p, name, spec, lifecycle.CreateOptions{
 		Wait:     opts.wait,
 		Retain:   opts.retain,
 		Progress: e.Progress(),
+		Labels:   labels,
+		Addons:   lifecycle.AddonOptions{Sources: addons.Sources{Dir: dir}, Labels: labels},
 	})
 	if err != nil {
 		return fmt.Errorf("create cluster %q: %w", name, withHint(err))
 	}
 	state := "is ready"
-	if opts.wait == 0 {
+	switch {
+	case len(spec.Addons) > 0:
+		state = fmt.Sprintf("is ready with its addons (%s)", lifecycle.PhaseNames(spec.Addons))
+	case opts.wait == 0:
 		state = "answers (controllers and nodes are still starting)"
 	}
 	fmt.Fprintf(e.ErrOut, "Cluster %q (Kubernetes %s, %s) %s after %s.\n\nUse it with:\n", name, c.KubernetesVersion, lifecycle.NodeCounts(c.RealNodes, c.SimulatedNodes), state, time.Since(started).Round(10*time.Millisecond))

@@ -1,14 +1,21 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ephemera-dev/ephemera/internal/cli/env"
 	"github.com/ephemera-dev/ephemera/internal/lifecycle"
+	"github.com/ephemera-dev/ephemera/internal/provider"
+	"github.com/ephemera-dev/ephemera/internal/provider/fake"
 )
 
 func TestWithHint(t *testing.T) {
@@ -51,3 +58,82 @@ func TestWithHint(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedBeforeCreating runs the command against a fake provider: bad
+// labels and addons that name what does not exist are refused before the
+// provider is asked for anything.
+func TestRefusedBeforeCreating(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.yaml")
+	if err := os.WriteFile(missing, []byte(`apiVersion: ephemera.dev/v1alpha1
+kind: ClusterTemplate
+metadata: {name: demo}
+spec:
+  nodes: {simulated: 1}
+  addons:
+  - name: operators
+    manifests:
+    - path: ./crds/
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unknownFact := filepath.Join(dir, "fact.yaml")
+	if err := os.WriteFile(unknownFact, []byte(`apiVersion: ephemera.dev/v1alpha1
+kind: ClusterTemplate
+metadata: {name: demo}
+spec:
+  nodes: {simulated: 1}
+  addons:
+  - name: apps
+    manifests:
+    - inline: |
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: "{{ .Nmae }}"}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		wantErr []string
+	}{
+		{"bad label", []string{"demo", "--simulated-nodes", "1", "--label", "pr"}, []string{`--label "pr": want KEY=VALUE`}},
+		{"reserved label", []string{"demo", "--simulated-nodes", "1", "--label", "ephemera.dev/server=x"}, []string{"ephemera's own"}},
+		{"missing addon path", []string{"-f", missing}, []string{`create cluster "demo": addons: phase operators`, "crds"}},
+		{"unknown fact", []string{"-f", unknownFact}, []string{`create cluster "demo": addons: phase apps`, "Nmae"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := fake.New()
+			var out, errOut bytes.Buffer
+			e := &env.Env{Out: &out, ErrOut: &errOut, NewProviders: func(*env.Env) *provider.Registry {
+				return provider.NewRegistry(&named{f, "local"})
+			}}
+			cmd := NewCommand(e)
+			cmd.SetArgs(tt.args)
+			cmd.SetOut(&errOut)
+			cmd.SetErr(&errOut)
+			cmd.SilenceUsage, cmd.SilenceErrors = true, true
+			err := cmd.ExecuteContext(context.Background())
+			if err == nil {
+				t.Fatal("create succeeded")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if f.Has("demo") {
+				t.Error("the cluster was created")
+			}
+		})
+	}
+}
+
+// named is a fake provider registered under another name.
+type named struct {
+	*fake.Provider
+	name string
+}
+
+func (n *named) Name() string { return n.name }

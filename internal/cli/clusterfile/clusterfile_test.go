@@ -1,4 +1,4 @@
-package cluster
+package clusterfile
 
 import (
 	"errors"
@@ -77,9 +77,9 @@ func TestParseTemplate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseTemplate([]byte(tt.data))
+			got, err := Parse([]byte(tt.data))
 			if err != nil {
-				t.Fatalf("parseTemplate: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			if got.APIVersion != "ephemera.dev/v1alpha1" || got.Kind != "ClusterTemplate" {
 				t.Errorf("TypeMeta = %+v, want ephemera.dev/v1alpha1 ClusterTemplate", got.TypeMeta)
@@ -174,12 +174,12 @@ func TestParseTemplateErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseTemplate([]byte(tt.data))
+			got, err := Parse([]byte(tt.data))
 			if err == nil {
-				t.Fatalf("parseTemplate = %+v, want error containing %q", got, tt.want)
+				t.Fatalf("Parse = %+v, want error containing %q", got, tt.want)
 			}
 			if got != nil {
-				t.Errorf("parseTemplate returned %+v along with error", got)
+				t.Errorf("Parse returned %+v along with error", got)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
@@ -191,12 +191,12 @@ func TestParseTemplateErrors(t *testing.T) {
 }
 
 // TestParseTemplateDuplicateField: a key given twice is an error, not a
-// silent "last one wins" (parseTemplate converts with YAMLToJSONStrict).
+// silent "last one wins" (Parse converts with YAMLToJSONStrict).
 func TestParseTemplateDuplicateField(t *testing.T) {
 	data := "apiVersion: ephemera.dev/v1alpha1\nkind: ClusterTemplate\nmetadata:\n  name: x\nspec:\n  nodes:\n    simulated: 1\n    simulated: 2\n"
-	got, err := parseTemplate([]byte(data))
+	got, err := Parse([]byte(data))
 	if err == nil {
-		t.Fatalf("parseTemplate = %+v, want an error for the duplicate key", got.Spec)
+		t.Fatalf("Parse = %+v, want an error for the duplicate key", got.Spec)
 	}
 	if !strings.Contains(err.Error(), "simulated") {
 		t.Errorf("error %q does not name the duplicate key simulated", err)
@@ -233,10 +233,10 @@ func TestReadTemplate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := readTemplate(tt.path, tt.stdin)
+			got, err := Read(tt.path, tt.stdin)
 			if tt.wantErr == nil {
 				if err != nil {
-					t.Fatalf("readTemplate: %v", err)
+					t.Fatalf("Read: %v", err)
 				}
 				if got.Name != tt.wantName {
 					t.Errorf("Name = %q, want %q", got.Name, tt.wantName)
@@ -247,7 +247,7 @@ func TestReadTemplate(t *testing.T) {
 				return
 			}
 			if err == nil {
-				t.Fatalf("readTemplate = %+v, want error", got)
+				t.Fatalf("Read = %+v, want error", got)
 			}
 			for _, w := range tt.wantErr {
 				if !strings.Contains(err.Error(), w) {
@@ -258,5 +258,59 @@ func TestReadTemplate(t *testing.T) {
 				t.Errorf("error %v does not wrap %v", err, tt.wantErrIs)
 			}
 		})
+	}
+}
+
+func TestParseLabels(t *testing.T) {
+	tests := []struct {
+		name    string
+		pairs   []string
+		want    map[string]string
+		wantErr string
+	}{
+		{name: "none", pairs: nil, want: nil},
+		{name: "several", pairs: []string{"repo=app", "example.com/team=x", "empty="}, want: map[string]string{"repo": "app", "example.com/team": "x", "empty": ""}},
+		{name: "same pair twice", pairs: []string{"a=b", "a=b"}, want: map[string]string{"a": "b"}},
+		{name: "conflicting pair", pairs: []string{"a=b", "a=c"}, wantErr: `key "a" given twice, with values "b" and "c"`},
+		{name: "no equals sign", pairs: []string{"pr"}, wantErr: "want KEY=VALUE"},
+		{name: "bad key", pairs: []string{"has space=v"}, wantErr: `invalid key "has space"`},
+		{name: "bad value", pairs: []string{"a=b=c"}, wantErr: `invalid value "b=c"`},
+		{name: "ephemera's own", pairs: []string{"ephemera.dev/pool=p"}, wantErr: "keys under ephemera.dev/ are ephemera's own"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseLabels(tt.pairs)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseLabels error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseLabels: %v", err)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("labels mismatch (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestDir(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"":                     wd,
+		"-":                    wd,
+		"t.yaml":               wd,
+		"sub/t.yaml":           filepath.Join(wd, "sub"),
+		"/etc/ephemera/t.yaml": "/etc/ephemera",
+		"../other/dir/t.yaml":  filepath.Join(filepath.Dir(wd), "other", "dir"),
+	} {
+		if got, err := Dir(path); err != nil || got != want {
+			t.Errorf("Dir(%q) = %q, %v; want %q", path, got, err, want)
+		}
 	}
 }

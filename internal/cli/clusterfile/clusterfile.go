@@ -1,4 +1,5 @@
-package cluster
+// Package clusterfile reads the ClusterTemplate files that commands take with -f.
+package clusterfile
 
 import (
 	"bytes"
@@ -13,10 +14,10 @@ import (
 	"github.com/ephemera-dev/ephemera/api/v1alpha1"
 )
 
-// readTemplate reads a ClusterTemplate from path ("-" is stdin). Unknown
+// Read reads a ClusterTemplate from path ("-" is stdin). Unknown
 // fields, another kind or apiVersion, and malformed YAML are errors that
 // name the file.
-func readTemplate(path string, stdin io.Reader) (*v1alpha1.ClusterTemplate, error) {
+func Read(path string, stdin io.Reader) (*v1alpha1.ClusterTemplate, error) {
 	var data []byte
 	var err error
 	if path == "-" {
@@ -27,14 +28,16 @@ func readTemplate(path string, stdin io.Reader) (*v1alpha1.ClusterTemplate, erro
 	if err != nil {
 		return nil, fmt.Errorf("read cluster file: %w", err)
 	}
-	t, err := parseTemplate(data)
+	t, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("cluster file %s: %w", path, err)
 	}
 	return t, nil
 }
 
-func parseTemplate(data []byte) (*v1alpha1.ClusterTemplate, error) {
+// Parse parses a ClusterTemplate, strictly: unknown or duplicate fields,
+// another kind or apiVersion, and malformed YAML are errors.
+func Parse(data []byte) (*v1alpha1.ClusterTemplate, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("file is empty: want a %s ClusterTemplate", v1alpha1.GroupVersion)
 	}
