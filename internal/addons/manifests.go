@@ -2,7 +2,6 @@ package addons
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -184,5 +183,3 @@ type itemError struct {
 
 func (e *itemError) Error() string { return fmt.Sprintf("%s: %v", e.item, e.err) }
 func (e *itemError) Unwrap() error { return e.err }
-
-var _ = errors.New
