@@ -92,10 +92,14 @@ type PhaseResult struct {
 
 // Validate checks what needs no cluster facts: paths exist, YAML parses, templates parse and name
 // only known facts, values parse, local charts load (remote charts are fetched by Prepare).
-// `create cluster` calls it before creating anything. Labels are not known yet: a missing label is
-// not an error here.
-func Validate(ctx context.Context, phases []v1alpha1.AddonPhase, src Sources) error {
-	_, err := prepare(ctx, phases, renderer{facts: validationFacts}, src, false)
+// `create cluster` calls it before creating anything. labels are the cluster's labels when they
+// are known before it exists (a missing one is then an error here already); nil means unknown.
+func Validate(ctx context.Context, phases []v1alpha1.AddonPhase, src Sources, labels map[string]string) error {
+	r := renderer{facts: validationFacts}
+	if labels != nil {
+		r.facts.Labels, r.strict = labels, true
+	}
+	_, err := prepare(ctx, phases, r, src, false)
 	return err
 }
 

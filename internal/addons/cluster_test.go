@@ -136,7 +136,7 @@ data: {name: "{{ .Name }}", domain: "{{ .Ingress.Domain }}", address: "{{ .Ingre
 	}
 	facts := Facts{Name: name, KubernetesVersion: "v1.36.3", Ingress: Ingress{Address: "10.9.9.9", Domain: name + ".test"},
 		Labels: map[string]string{"pr": "42"}}
-	if err := Validate(ctx, phases("hello"), Sources{}); err != nil {
+	if err := Validate(ctx, phases("hello"), Sources{}, nil); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
 	plan, err := Prepare(ctx, phases("hello"), facts, Sources{})

@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"time"
 
 	"helm.sh/helm/v4/pkg/action"
@@ -45,6 +49,9 @@ type remoteCharts struct {
 	dir      string
 	settings *cli.EnvSettings
 	registry *registry.Client
+	// plain pulls from the registries of plainHTTP.
+	plain     *registry.Client
+	plainHTTP func(host string) bool
 }
 
 func newRemoteCharts(src Sources) (*remoteCharts, error) {
@@ -72,7 +79,22 @@ func newRemoteCharts(src Sources) (*remoteCharts, error) {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("registry client: %w", err)
 	}
-	return &remoteCharts{dir: dir, settings: settings, registry: rc}, nil
+	plain, err := registry.NewClient(append(opts, registry.ClientOptPlainHTTP())...)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("registry client: %w", err)
+	}
+	isPlain := func(host string) bool {
+		h := host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			h = hh
+		}
+		if a, err := netip.ParseAddr(strings.Trim(h, "[]")); h == "localhost" || (err == nil && a.IsLoopback()) {
+			return true
+		}
+		return slices.Contains(src.PlainHTTP, host)
+	}
+	return &remoteCharts{dir: dir, settings: settings, registry: rc, plain: plain, plainHTTP: isPlain}, nil
 }
 
 func (r *remoteCharts) close() { _ = os.RemoveAll(r.dir) }
@@ -81,6 +103,12 @@ func (r *remoteCharts) close() { _ = os.RemoveAll(r.dir) }
 func (r *remoteCharts) load(c v1alpha1.ChartSource) (*chartv2.Chart, error) {
 	in := action.NewInstall(&action.Configuration{})
 	in.SetRegistryClient(r.registry)
+	if ref, ok := strings.CutPrefix(c.Chart, "oci://"); ok {
+		if host, _, _ := strings.Cut(ref, "/"); r.plainHTTP(host) {
+			in.SetRegistryClient(r.plain)
+			in.PlainHTTP = true
+		}
+	}
 	in.RepoURL = c.Repo
 	in.Version = c.Version
 	path, err := in.LocateChart(c.Chart, r.settings)

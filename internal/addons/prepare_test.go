@@ -102,7 +102,12 @@ func TestValidateAndPrepareRefuseBadInput(t *testing.T) {
 					t.Fatalf("%s = %q\nwant it to start with %q and contain %q", what, err, want, tt.wantDetail)
 				}
 			}
-			check("Validate", Validate(t.Context(), phases, src), tt.validate)
+			check("Validate", Validate(t.Context(), phases, src, nil), tt.validate)
+			if tt.prepare != "" {
+				// With the labels known before the cluster exists, Validate
+				// finds what Prepare would.
+				check("Validate with labels", Validate(t.Context(), phases, src, facts.Labels), tt.prepare)
+			}
 			wantPrepare := tt.prepare
 			if tt.validate != "" {
 				wantPrepare = tt.validate
@@ -183,7 +188,7 @@ func TestPrepareRendersAndMerges(t *testing.T) {
 
 	// A URL that is not there fails Validate too.
 	phases[0].Manifests = []v1alpha1.ManifestSource{{Path: srv.URL + "/gone.yaml"}}
-	if err := Validate(t.Context(), phases, Sources{Dir: dir}); err == nil || !strings.Contains(err.Error(), "404 Not Found") {
+	if err := Validate(t.Context(), phases, Sources{Dir: dir}, nil); err == nil || !strings.Contains(err.Error(), "404 Not Found") {
 		t.Errorf("Validate of a missing URL = %v, want a 404", err)
 	}
 }

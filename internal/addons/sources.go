@@ -40,6 +40,10 @@ type Sources struct {
 	Namespace string
 	// HTTPClient fetches manifest URLs; nil means http.DefaultClient.
 	HTTPClient *http.Client
+	// PlainHTTP are the OCI registries (HOST:PORT) charts are pulled from
+	// over plain HTTP: the template's network.insecureRegistries. The
+	// host's local registry (localhost, loopback) always is.
+	PlainHTTP []string
 }
 
 // document is one source text: a file, a URL's body, a ConfigMap key, an inline string.

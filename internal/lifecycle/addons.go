@@ -62,7 +62,14 @@ func ValidateAddons(ctx context.Context, phases []v1alpha1.AddonPhase, opts Addo
 		rep = progress.Discard
 	}
 	rep.Start(fmt.Sprintf("Checking the addons (%s)", PhaseNames(phases)))
-	if err := addons.Validate(ctx, phases, opts.Sources); err != nil {
+	// The labels are known before the cluster exists (--label in-job,
+	// the TestCluster's or pool's in server mode): a missing one is
+	// refused before anything is created.
+	labels := opts.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	if err := addons.Validate(ctx, phases, opts.Sources, labels); err != nil {
 		rep.End(false)
 		return fmt.Errorf("%w: %w", ErrAddons, err)
 	}

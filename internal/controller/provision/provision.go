@@ -523,7 +523,7 @@ func (r *Provisioner) run(ctx context.Context, j *job, spec v1alpha1.ClusterTemp
 		Labels:      labels,
 		OnAPIUsable: func() { provisioned = r.opts.Now() },
 		Addons: lifecycle.AddonOptions{
-			Sources: addons.Sources{ServerMode: true, Reader: r.opts.Reader, Namespace: in.Namespace},
+			Sources: addons.Sources{ServerMode: true, Reader: r.opts.Reader, Namespace: in.Namespace, PlainHTTP: spec.Network.InsecureRegistries},
 			Labels:  in.Labels,
 			OnPhase: func(ev addons.PhaseEvent) { r.addonPhase(j, ev) },
 		},

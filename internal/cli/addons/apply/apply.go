@@ -114,7 +114,7 @@ func run(ctx context.Context, e *env.Env, opts *options, d deps) error {
 	if err != nil {
 		return err
 	}
-	ao := lifecycle.AddonOptions{Sources: addons.Sources{Dir: dir}, Labels: factLabels(c.Labels, flagLabels)}
+	ao := lifecycle.AddonOptions{Sources: addons.Sources{Dir: dir, PlainHTTP: t.Spec.Network.InsecureRegistries}, Labels: factLabels(c.Labels, flagLabels)}
 	rep := e.Progress()
 	if err := d.validate(ctx, t.Spec.Addons, ao, rep); err != nil {
 		return fmt.Errorf("apply addons to cluster %q: %w", opts.cluster, err)

@@ -256,7 +256,7 @@ func run(ctx context.Context, e *env.Env, opts *options, name string, spec v1alp
 		Retain:   opts.retain,
 		Progress: e.Progress(),
 		Labels:   labels,
-		Addons:   lifecycle.AddonOptions{Sources: addons.Sources{Dir: dir}, Labels: labels},
+		Addons:   lifecycle.AddonOptions{Sources: addons.Sources{Dir: dir, PlainHTTP: spec.Network.InsecureRegistries}, Labels: labels},
 	})
 	if err != nil {
 		return fmt.Errorf("create cluster %q: %w", name, withHint(err))

@@ -93,11 +93,28 @@ spec:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	missingLabel := filepath.Join(dir, "label.yaml")
+	if err := os.WriteFile(missingLabel, []byte(`apiVersion: ephemera.dev/v1alpha1
+kind: ClusterTemplate
+metadata: {name: demo}
+spec:
+  nodes: {simulated: 1}
+  addons:
+  - name: apps
+    manifests:
+    - inline: |
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: "team-{{ .Labels.pr }}"}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name    string
 		args    []string
 		wantErr []string
 	}{
+		{"label not set", []string{"-f", missingLabel, "--label", "repo=app"}, []string{`create cluster "demo": addons: phase apps`, `"pr"`}},
 		{"bad label", []string{"demo", "--simulated-nodes", "1", "--label", "pr"}, []string{`--label "pr": want KEY=VALUE`}},
 		{"reserved label", []string{"demo", "--simulated-nodes", "1", "--label", "ephemera.dev/server=x"}, []string{"ephemera's own"}},
 		{"missing addon path", []string{"-f", missing}, []string{`create cluster "demo": addons: phase operators`, "crds"}},
