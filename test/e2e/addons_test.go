@@ -363,8 +363,8 @@ func (h *harness) createAll(clusters map[string][]string) map[string]result {
 // releases and `addons apply` twice changes nothing. A chart that never
 // gets ready fails the create after its phase's timeout with the pod's
 // reason, deleting the cluster unless --retain; a missing chart, malformed
-// values and an unknown template key are refused before anything is
-// created. In server mode, a pool of a template whose charts come from
+// values, an unknown template key and a label nobody set are refused before
+// anything is created. In server mode, a pool of a template whose charts come from
 // the local registry (OCI) and manifests from ConfigMaps hands out
 // clusters whose addons are ready.
 func TestAddons(t *testing.T) {
@@ -394,6 +394,14 @@ func TestAddons(t *testing.T) {
         kind: ConfigMap
         metadata: {name: "{{ .Nmae }}"}
 `, []string{"phase resources", "Nmae"}},
+			{"unset-label", `
+  - name: resources
+    manifests:
+    - inline: |
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: "team-{{ .Labels.team }}"}
+`, []string{"phase resources", "team"}},
 		} {
 			file := f.template(t, tc.name, tc.addons)
 			// Refused at once; a create that goes on is cut short.
