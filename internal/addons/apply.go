@@ -276,13 +276,20 @@ func (c *cluster) applyPhase(ctx context.Context, ph plannedPhase) error {
 		return err
 	}
 
+	// The last answer of a poll that completed: one cut short by the
+	// phase's deadline would report the deadline, not the pod's reason.
+	var item, reason string
 	for {
-		item, reason, err := c.notReady(pctx, refs)
-		if err == nil && item == "" {
+		qctx, cancel := context.WithTimeout(ctx, pollTimeout)
+		it, why, err := c.notReady(qctx, refs)
+		cancel()
+		switch {
+		case err == nil && it == "":
 			return nil
-		}
-		if err != nil {
-			item, reason = "", err.Error()
+		case err == nil:
+			item, reason = it, why
+		case reason == "":
+			reason = err.Error()
 		}
 		select {
 		case <-pctx.Done():
@@ -294,6 +301,9 @@ func (c *cluster) applyPhase(ctx context.Context, ph plannedPhase) error {
 		}
 	}
 }
+
+// pollTimeout bounds one readiness poll.
+const pollTimeout = 10 * time.Second
 
 // ErrNotReady is wrapped by the *PhaseError of a phase that was not ready within its timeout.
 var ErrNotReady = errors.New("not ready within the phase's timeout")

@@ -232,6 +232,10 @@ func installChart(ctx context.Context, cfg *rest.Config, item chartItem) (objs [
 			up.WaitStrategy = kube.HookOnlyStrategy
 			up.Timeout = timeout
 			up.MaxHistory = maxHistory
+			// The template is the whole truth: values it no longer sets go
+			// (Helm would reuse the old ones when the new are empty, and
+			// every later apply would upgrade again).
+			up.ResetValues = true
 			r, err := up.RunWithContext(ctx, item.release, item.chart, values)
 			if err != nil {
 				return nil, "", fmt.Errorf("helm upgrade: %w", err)
@@ -245,7 +249,13 @@ func installChart(ctx context.Context, cfg *rest.Config, item chartItem) (objs [
 		}
 	}
 
-	for _, crd := range item.chart.CRDObjects() {
+	// Helm installs crds/ on install only: waiting on one an upgrade
+	// added would wait for ever.
+	var crds []chartv2.CRD
+	if outcome == chartInstalled {
+		crds = item.chart.CRDObjects()
+	}
+	for _, crd := range crds {
 		refs, err := manifestRefs(string(crd.File.Data), "")
 		if err != nil {
 			return nil, "", fmt.Errorf("%s: %w", crd.Name, err)

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -144,7 +145,9 @@ func (c *cluster) applyManifests(ctx context.Context, objs []*unstructured.Unstr
 			switch {
 			case err == nil:
 				refs = append(refs, ref)
-			case meta.IsNoMatchError(err) || apierrors.IsNotFound(err):
+			case meta.IsNoMatchError(err) || apierrors.IsNotFound(err) || transient(err):
+				// Its CRD or namespace comes later in the phase, or a
+				// webhook an earlier phase installed does not serve yet.
 				retry = append(retry, u)
 				lastErr, lastRef = err, ref
 			default:
@@ -184,3 +187,11 @@ type itemError struct {
 
 func (e *itemError) Error() string { return fmt.Sprintf("%s: %v", e.item, e.err) }
 func (e *itemError) Unwrap() error { return e.err }
+
+// transient reports errors an apply retries until the phase's timeout: the
+// API server or a webhook it calls is not ready yet (an operator's webhook
+// answers some time after its Deployment is Available).
+func transient(err error) bool {
+	return apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err)
+}

@@ -274,7 +274,7 @@ func (s Sources) values(ctx context.Context, c v1alpha1.ChartSource) (map[string
 	return vals, nil
 }
 
-// chartKind says where a chart comes from.
+// chartIsRemote says whether a chart is fetched (oci://, a repository) rather than read from disk.
 func chartIsRemote(c v1alpha1.ChartSource) bool {
 	return c.Repo != "" || strings.HasPrefix(c.Chart, "oci://")
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
@@ -314,8 +315,12 @@ func Run(ctx context.Context, opts Options) error {
 
 // truncateNote keeps an event's note within what the API accepts (1 kB).
 func truncateNote(note string) string {
-	if len(note) > 1000 {
-		return note[:997] + "..."
+	if len(note) <= 1000 {
+		return note
 	}
-	return note
+	cut := 997
+	for cut > 0 && !utf8.RuneStart(note[cut]) {
+		cut--
+	}
+	return note[:cut] + "..."
 }
