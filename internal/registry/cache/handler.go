@@ -42,24 +42,8 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "this registry is a read-only cache")
 		return
 	}
-	p := r.URL.Path
-	if p == "/v2/" || p == "/v2" {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, "{}")
-		return
-	}
-	rest, ok := strings.CutPrefix(p, "/v2/")
+	repo, kind, ref, ok := route(w, r, splitPath)
 	if !ok {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "not a distribution API path")
-		return
-	}
-	repo, kind, ref, ok := splitPath(rest)
-	if !ok {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "not a distribution API path")
-		return
-	}
-	if len(repo) > 255 || !repoName.MatchString(repo) {
-		writeError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", repo))
 		return
 	}
 	up, err := c.upstreamFor(r.URL.Query().Get("ns"), plainHTTPAllowed(r.Context()))
@@ -220,4 +204,35 @@ func writeUpstreamError(w http.ResponseWriter, kind string, err error) {
 		return
 	}
 	writeError(w, http.StatusBadGateway, "UNAVAILABLE", err.Error())
+}
+
+// route answers GET and HEAD of /v2/ itself (the API version check) and
+// parses any other path /v2/REST with split into a repository, a kind and a
+// reference. For a path it does not serve (another method on /v2/, no
+// route, an invalid repository name) it writes the error and returns ok
+// false.
+func route(w http.ResponseWriter, r *http.Request, split func(rest string) (repo, kind, ref string, ok bool)) (repo, kind, ref string, ok bool) {
+	p := r.URL.Path
+	if p == "/v2/" || p == "/v2" {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", r.Method+" of /v2/")
+			return "", "", "", false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+		return "", "", "", false
+	}
+	rest, found := strings.CutPrefix(p, "/v2/")
+	if found {
+		repo, kind, ref, found = split(rest)
+	}
+	if !found {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "not a distribution API path")
+		return "", "", "", false
+	}
+	if len(repo) > 255 || !repoName.MatchString(repo) {
+		writeError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", repo))
+		return "", "", "", false
+	}
+	return repo, kind, ref, true
 }

@@ -3,7 +3,6 @@ package cache
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -56,28 +55,8 @@ func parseRoute(rest string) (repo, kind, ref string, ok bool) {
 func (s *space) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
-	p := r.URL.Path
-	if p == "/v2/" || p == "/v2" {
-		if !read {
-			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", r.Method+" of /v2/")
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, "{}")
-		return
-	}
-	rest, ok := strings.CutPrefix(p, "/v2/")
+	repo, kind, ref, ok := route(w, r, parseRoute)
 	if !ok {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "not a distribution API path")
-		return
-	}
-	repo, kind, ref, ok := parseRoute(rest)
-	if !ok {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "not a distribution API path")
-		return
-	}
-	if len(repo) > 255 || !repoName.MatchString(repo) {
-		writeError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", repo))
 		return
 	}
 	switch {
@@ -92,7 +71,7 @@ func (s *space) serve(w http.ResponseWriter, r *http.Request) {
 	case kind == kindBlobs && read:
 		s.serveBlob(w, r, ref)
 	default:
-		writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", fmt.Sprintf("%s of %s", r.Method, p))
+		writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", fmt.Sprintf("%s of %s", r.Method, r.URL.Path))
 	}
 }
 
