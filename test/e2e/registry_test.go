@@ -272,33 +272,7 @@ func (n nsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // addr from the host and reads every blob: go-containerregistry checks
 // each against its digest.
 func pullThroughDaemon(addr, ns, ref string, insecure bool) (v1.Image, error) {
-	r, err := name.ParseReference(addr + "/" + ref)
-	if err != nil {
-		return nil, err
-	}
-	img, err := remote.Image(r, remote.WithTransport(nsTransport{ns: ns, insecure: insecure}))
-	if err != nil {
-		return nil, err
-	}
-	if _, err := img.RawConfigFile(); err != nil {
-		return nil, err
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range layers {
-		rc, err := l.Compressed()
-		if err != nil {
-			return nil, err
-		}
-		_, err = io.Copy(io.Discard, rc)
-		rc.Close()
-		if err != nil {
-			return nil, err
-		}
-	}
-	return img, nil
+	return testhost.PullImage(addr+"/"+ref, remote.WithTransport(nsTransport{ns: ns, insecure: insecure}))
 }
 
 // dockerConfig writes a Docker config.json with a user for each registry

@@ -375,6 +375,39 @@ func PushImage(t testing.TB, reg *Registry, ref string, base v1.Image, padBytes 
 	return img
 }
 
+// PullImage fetches ref's manifest, config and every layer's bytes, as a
+// node's pull does: go-containerregistry checks each against its digest.
+// It returns the image, or the first error.
+func PullImage(ref string, opts ...remote.Option) (v1.Image, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, err
+	}
+	img, err := remote.Image(r, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := img.RawConfigFile(); err != nil {
+		return nil, err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range layers {
+		rc, err := l.Compressed()
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(io.Discard, rc)
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
 // padLayer is a gzipped tar layer with one file, /pad-<random>, of n
 // random bytes: each call's layer is new to every registry.
 func padLayer(n int64) (v1.Layer, error) {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -15,44 +14,11 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
-
-// pullImage fetches ref's manifest, config and every layer's bytes.
-func pullImage(t *testing.T, ref string, opts ...remote.Option) (v1.Image, error) {
-	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r, opts...)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := img.RawConfigFile(); err != nil {
-		return nil, err
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range layers {
-		rc, err := l.Compressed()
-		if err != nil {
-			return nil, err
-		}
-		_, err = io.Copy(io.Discard, rc)
-		rc.Close()
-		if err != nil {
-			return nil, err
-		}
-	}
-	return img, nil
-}
 
 func digestOf(t *testing.T, img interface{ Digest() (v1.Hash, error) }) string {
 	t.Helper()
@@ -93,7 +59,7 @@ func TestRegistryPushPullCountsStopStart(t *testing.T) {
 		t.Errorf("padding layer's first entry %+v, %v", hdr, err)
 	}
 
-	got, err := pullImage(t, reg.Host()+"/app:v1", reg.RemoteOptions()...)
+	got, err := PullImage(reg.Host()+"/app:v1", reg.RemoteOptions()...)
 	if err != nil {
 		t.Fatalf("pull back: %v", err)
 	}
@@ -126,7 +92,7 @@ func TestRegistryPushPullCountsStopStart(t *testing.T) {
 		t.Errorf("dial a stopped registry: %v, want connection refused", err)
 	}
 	reg.Start()
-	if _, err := pullImage(t, reg.Host()+"/app:v1", reg.RemoteOptions()...); err != nil {
+	if _, err := PullImage(reg.Host()+"/app:v1", reg.RemoteOptions()...); err != nil {
 		t.Fatalf("pull after Start: %v", err)
 	}
 	if n := reg.BlobGets(pad); n != 2 {
@@ -142,12 +108,12 @@ func TestRegistryBasicAuth(t *testing.T) {
 	}
 	PushImage(t, reg, "private/app:v1", empty.Image, 1024)
 	tr := remote.WithTransport(reg.Transport())
-	_, err := pullImage(t, reg.Host()+"/private/app:v1", tr)
+	_, err := PullImage(reg.Host()+"/private/app:v1", tr)
 	var terr *transport.Error
 	if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
 		t.Errorf("anonymous pull: %v, want 401", err)
 	}
-	_, err = pullImage(t, reg.Host()+"/private/app:v1", tr, remote.WithAuth(&authn.Basic{Username: "ci", Password: "wrong"}))
+	_, err = PullImage(reg.Host()+"/private/app:v1", tr, remote.WithAuth(&authn.Basic{Username: "ci", Password: "wrong"}))
 	if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
 		t.Errorf("pull with a wrong password: %v, want 401", err)
 	}
@@ -162,7 +128,7 @@ func TestRegistryBasicAuth(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
 		t.Errorf("GET /v2/ without credentials: %s, WWW-Authenticate %q", resp.Status, resp.Header.Get("WWW-Authenticate"))
 	}
-	if _, err := pullImage(t, reg.Host()+"/private/app:v1", reg.RemoteOptions()...); err != nil {
+	if _, err := PullImage(reg.Host()+"/private/app:v1", reg.RemoteOptions()...); err != nil {
 		t.Errorf("pull with the credentials: %v", err)
 	}
 }
@@ -178,7 +144,7 @@ func TestRegistryTLS(t *testing.T) {
 		t.Fatalf("CAPEM is no PEM certificate: %q", reg.CAPEM())
 	}
 	img := PushImage(t, reg, "app:v1", empty.Image, 1024)
-	got, err := pullImage(t, reg.Host()+"/app:v1", reg.RemoteOptions()...)
+	got, err := PullImage(reg.Host()+"/app:v1", reg.RemoteOptions()...)
 	if err != nil || digestOf(t, got) != digestOf(t, img) {
 		t.Fatalf("pull with the CA: %v", err)
 	}
@@ -222,7 +188,7 @@ func TestRegistryThrottle(t *testing.T) {
 		t.Errorf("a push of 256 KiB took %s: pushes are not throttled", d)
 	}
 	start = time.Now()
-	if _, err := pullImage(t, reg.Host()+"/app:v1", reg.RemoteOptions()...); err != nil {
+	if _, err := PullImage(reg.Host()+"/app:v1", reg.RemoteOptions()...); err != nil {
 		t.Fatal(err)
 	}
 	// 256 KiB at 512 KiB/s: half a second at least.

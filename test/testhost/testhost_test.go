@@ -279,7 +279,7 @@ func TestCleanup(t *testing.T) {
 		PushImage(t, reg, "cleanup/app:v1", empty.Image, 1024)
 		reg.Stop()
 		reg.Start()
-		if _, err := pullImage(t, reg.Host()+"/cleanup/app:v1", reg.RemoteOptions()...); err != nil {
+		if _, err := PullImage(reg.Host()+"/cleanup/app:v1", reg.RemoteOptions()...); err != nil {
 			t.Fatal(err)
 		}
 		if left := newLeftovers(t, before, 0); !slices.Contains(left, "link "+link) || !slices.Contains(left, "namespace "+ns) {
